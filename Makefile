@@ -1,0 +1,123 @@
+# fifolab build. `make test` sets up, builds and runs every suite; `make asan` runs the
+# same suites under AddressSanitizer + UndefinedBehaviorSanitizer; `make run` runs the
+# default command. Objects go to build/ (build/asan/ for the sanitizer build).
+
+VERSION := 0.1.0
+CC ?= cc
+BUILD ?= build
+DEPS_STAMP := $(BUILD)/.deps-ok
+
+# Strict warnings on project code (Lua's own list, roughly).
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpedantic \
+        -Wpointer-arith -Wcast-align -Wwrite-strings -Wundef -Wvla -Werror
+OPT ?= -O2 -g
+PKGS := openblas lapacke fftw3 fftw3f cmocka
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+GIT_DIRTY := $(shell test -n "$$(git status --porcelain --untracked-files=no 2>/dev/null)" && echo 1 || echo 0)
+CFLAGS_ALL = -std=c11 -I. -D_POSIX_C_SOURCE=200809L $(OPT) $(WARN) $(PKG_CFLAGS) $(SAN) \
+             -DFL_VERSION='"$(VERSION)"' -DFL_GIT_COMMIT='"$(GIT_COMMIT)"' -DFL_GIT_DIRTY=$(GIT_DIRTY) \
+             $(CUDA_DEFS) $(CFLAGS)
+LDLIBS_ALL = $(PKG_LIBS) -lfftw3f_threads -lfftw3_threads -lpthread -lm $(CUDA_LIBS) $(LDLIBS)
+
+# CUDA: built when nvcc is found (on PATH or in /usr/local/cuda), unless NO_CUDA=1.
+ifneq ($(NO_CUDA),1)
+NVCC ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+endif
+CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
+             -gencode arch=compute_90,code=compute_90
+ifneq ($(strip $(NVCC)),)
+CUDA_HOME := $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_DEFS := -DFL_HAVE_CUDA=1
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+CUDA_SRC := $(wildcard ops/cuda/*.cu)
+endif
+
+LIB_SRC := $(wildcard core/*.c ops/*.c ops/cpu/*.c models/*.c schedulers/*.c eval/*.c data/*.c)
+LIB_SRC := $(filter-out core/main.c,$(LIB_SRC))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CUDA_SRC:%.cu=$(BUILD)/%.cu.o)
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+LIB := $(BUILD)/libfifolab.a
+
+.PHONY: all setup test asan test-asan run clean help FORCE
+.SECONDARY:
+
+# Quiet by default; V=1 shows the full commands.
+Q := $(if $(filter 1,$(V)),,@)
+
+all: fifolab $(TEST_BIN)
+
+help:
+	@echo "make            build libfifolab.a, ./fifolab and the test suites"
+	@echo "make setup      install missing Debian packages (apt-get; needs root)"
+	@echo "make test       set up, build and run every test suite"
+	@echo "make asan       the same suites under ASan + UBSan (build/asan)"
+	@echo "make run        set up, build and run the default command"
+	@echo "make clean      remove build outputs"
+	@echo "options: NO_CUDA=1, CUDA_ARCH='...', OPT='-O0 -g'"
+
+# Dependencies are checked before anything is compiled; the stamp is remade whenever
+# the package list in the script changes.
+$(DEPS_STAMP): scripts/setup.sh
+	@sh scripts/setup.sh
+	@mkdir -p $(@D) && touch $@
+
+setup:
+	@sh scripts/setup.sh
+
+# Objects depend on the flags they were built with: changing NO_CUDA, OPT, SAN, ... rebuilds.
+FLAGS_FILE := $(BUILD)/.flags
+FLAGS_NOW := $(CFLAGS_ALL) | $(LDLIBS_ALL) | $(NVCC) $(CUDA_ARCH)
+$(FLAGS_FILE): FORCE
+	@mkdir -p $(@D)
+	@if [ "$$(cat $@ 2>/dev/null)" != '$(FLAGS_NOW)' ]; then echo '$(FLAGS_NOW)' > $@; fi
+FORCE:
+
+$(BUILD)/%.o: %.c $(DEPS_STAMP) $(FLAGS_FILE)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+$(BUILD)/%.cu.o: %.cu $(DEPS_STAMP) $(FLAGS_FILE)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  NVCC    $<")
+	$(Q)$(NVCC) -std=c++17 -O2 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-fPIC -Werror all-warnings -MMD -MP -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)ar rcs $@ $^
+
+$(BUILD)/fifolab: $(BUILD)/core/main.o $(LIB)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS_ALL) $^ -o $@ $(LDLIBS_ALL)
+
+fifolab: $(BUILD)/fifolab
+	@if [ "$(BUILD)" = build ]; then cp $< $@; fi
+
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS_ALL) $^ -o $@ $(LDLIBS_ALL)
+
+test: all
+	@sh scripts/run-tests.sh $(TEST_BIN) && sh tests/cli.sh $(BUILD)/fifolab
+
+# The sanitizer build lives in build/asan; LeakSanitizer is on.
+asan:
+	@$(MAKE) --no-print-directory BUILD=build/asan OPT='-O1 -g -fno-omit-frame-pointer' \
+	    SAN='-fsanitize=address,undefined -fno-sanitize-recover=all' test-asan
+
+test-asan: $(BUILD)/fifolab $(TEST_BIN)
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:protect_shadow_gap=0 \
+	 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	 sh scripts/run-tests.sh $(TEST_BIN) && sh tests/cli.sh $(BUILD)/fifolab
+
+run: fifolab
+	./fifolab backends
+
+clean:
+	rm -rf build fifolab
+
+-include $(LIB_OBJ:.o=.d) $(BUILD)/core/main.d $(TEST_BIN:=.d)
