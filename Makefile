@@ -41,7 +41,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 LIB := $(BUILD)/libfifolab.a
 
-.PHONY: all setup test asan test-asan run clean help FORCE
+.PHONY: all setup test asan test-asan run bench clean help FORCE
 .SECONDARY:
 
 # Quiet by default; V=1 shows the full commands.
@@ -55,6 +55,7 @@ help:
 	@echo "make test       set up, build and run every test suite"
 	@echo "make asan       the same suites under ASan + UBSan (build/asan)"
 	@echo "make run        set up, build and run the default command"
+	@echo "make bench      benchmarks (ratios against the raw libraries, one run)"
 	@echo "make clean      remove build outputs"
 	@echo "options: NO_CUDA=1, CUDA_ARCH='...', OPT='-O0 -g'"
 
@@ -113,6 +114,15 @@ test-asan: $(BUILD)/fifolab $(TEST_BIN)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:protect_shadow_gap=0 \
 	 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	 sh scripts/run-tests.sh $(TEST_BIN) && sh tests/cli.sh $(BUILD)/fifolab
+
+# Benchmarks report ratios against the raw library in the same run (machines are noisy).
+BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS_ALL) $^ -o $@ $(LDLIBS_ALL)
+
+bench: $(BENCH_BIN)
+	@for b in $(BENCH_BIN); do $$b || exit 1; done
 
 run: fifolab
 	./fifolab backends
