@@ -295,6 +295,12 @@ fl_status fl_cpu_lapack_cholesky(fl_backend *be, fl_tensor *l, const fl_tensor *
             st = lapack_bad_arg("cholesky", "potrf", info, err);
             break;
         }
+        /* OpenBLAS's potrf tests a pivot with `<= 0`, which a NaN passes, and carries on:
+         * a NaN pivot flows down the diagonal, so the first NaN on it is the first failing
+         * minor, exactly as reference LAPACK and the cpu-ref backend report it */
+        for (lapack_int j = 0; info == 0 && j < n; j++)
+            if (isnan(creal(elem_cm(a->dtype, m, n, j, j))))
+                info = j + 1;
         if (info > 0) {
             st = fl_error_set(err, FL_E_NUMERIC,
                               "cholesky: matrix %lld of the batch is not positive definite "
