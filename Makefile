@@ -34,7 +34,7 @@ CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudar
 CUDA_SRC := $(wildcard ops/cuda/*.cu)
 endif
 
-LIB_SRC := $(wildcard core/*.c ops/*.c ops/cpu/*.c models/*.c schedulers/*.c eval/*.c data/*.c)
+LIB_SRC := $(wildcard core/*.c ops/*.c ops/cpu/*.c ops/cuda/*.c models/*.c schedulers/*.c eval/*.c data/*.c)
 LIB_SRC := $(filter-out core/main.c,$(LIB_SRC))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CUDA_SRC:%.cu=$(BUILD)/%.cu.o)
 TEST_SRC := $(wildcard tests/test_*.c)

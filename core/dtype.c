@@ -151,13 +151,27 @@ double fl_dtype_load(fl_dtype t, const void *base, size_t i)
     return 0.0;
 }
 
+/* double -> float rounded to odd (inexact results get an odd last bit). float has 13+
+ * bits more than f16/bf16, so rounding this to nearest-even again is the correctly
+ * rounded narrow value; a plain (float)v first would round some doubles onto a midpoint
+ * and then tie them to even (double rounding). */
+static float f64_to_f32_odd(double v)
+{
+    float f = (float)v;
+    uint32_t u = f32_bits(f);
+    if ((double)f == v || v != v || (u & 0x7f800000u) == 0x7f800000u || (u & 1u))
+        return f;
+    int toward_zero = v > 0 ? (double)f > v : (double)f < v; /* |f| > |v| */
+    return bits_f32(toward_zero ? u - 1 : u + 1);            /* bits count magnitude */
+}
+
 void fl_dtype_store(fl_dtype t, void *base, size_t i, double v)
 {
     switch (t) {
     case FL_F32: ((float *)base)[i] = (float)v; break;
     case FL_F64: ((double *)base)[i] = v; break;
-    case FL_F16: ((uint16_t *)base)[i] = fl_f32_to_f16((float)v); break;
-    case FL_BF16: ((uint16_t *)base)[i] = fl_f32_to_bf16((float)v); break;
+    case FL_F16: ((uint16_t *)base)[i] = fl_f32_to_f16(f64_to_f32_odd(v)); break;
+    case FL_BF16: ((uint16_t *)base)[i] = fl_f32_to_bf16(f64_to_f32_odd(v)); break;
     case FL_C64:
         ((float *)base)[2 * i] = (float)v;
         ((float *)base)[2 * i + 1] = 0.0f;

@@ -48,7 +48,7 @@ fl_status fl_error_prefix(fl_error *err, const char *fmt, ...)
 {
     if (!err)
         return FL_OK;
-    char buf[2 * FL_ERRMSG_MAX];
+    char buf[2 * FL_ERRMSG_MAX + 2]; /* prefix (< MAX) + ": " + old (< MAX) + NUL */
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(buf, FL_ERRMSG_MAX, fmt, ap);

@@ -150,15 +150,18 @@ fl_status fl_tensor_zeros(fl_tensor *out, fl_dtype dtype, int ndim, const int64_
     return st;
 }
 
-/* The largest element offset a view reaches, or -1 for an empty view. */
+/* The largest element offset a view reaches, -1 for an empty view, or INT64_MAX when
+ * that does not fit in int64 (strides and offset come from the caller). */
 static int64_t max_offset(const fl_tensor *t)
 {
-    int64_t m = t->offset;
-    for (int i = 0; i < t->ndim; i++) {
+    for (int i = 0; i < t->ndim; i++)
         if (t->shape[i] == 0)
             return -1;
-        m += (t->shape[i] - 1) * t->stride[i];
-    }
+    int64_t m = t->offset, step;
+    for (int i = 0; i < t->ndim; i++)
+        if (__builtin_mul_overflow(t->shape[i] - 1, t->stride[i], &step) ||
+            __builtin_add_overflow(m, step, &m))
+            return INT64_MAX;
     return m;
 }
 
@@ -191,7 +194,7 @@ fl_status fl_tensor_from_storage(fl_tensor *out, fl_storage *storage, fl_dtype d
         return fl_error_set(err, FL_E_RANGE, "tensor offset %lld is negative", (long long)offset);
     int64_t last = max_offset(&t);
     size_t elsize = fl_dtype_size(dtype);
-    if (last >= 0 && (uint64_t)(last + 1) > storage->nbytes / elsize) {
+    if (last >= 0 && (uint64_t)last >= storage->nbytes / elsize) {
         char d[96];
         return fl_error_set(err, FL_E_RANGE,
                             "tensor %s at offset %lld reaches element %lld of a storage holding %zu",
@@ -243,9 +246,8 @@ fl_status fl_tensor_narrow(fl_tensor *dst, const fl_tensor *src, int dim, int64_
         return st;
     if (start < 0 || length < 0 || start > src->shape[dim] || length > src->shape[dim] - start)
         return fl_error_set(err, FL_E_RANGE,
-                            "narrow: range [%lld, %lld) is outside dim %d of size %lld",
-                            (long long)start, (long long)(start + length), dim,
-                            (long long)src->shape[dim]);
+                            "narrow: start %lld, length %lld is outside dim %d of size %lld",
+                            (long long)start, (long long)length, dim, (long long)src->shape[dim]);
     fl_tensor v = *src;
     v.offset += start * src->stride[dim];
     v.shape[dim] = length;
@@ -269,8 +271,9 @@ fl_status fl_tensor_slice(fl_tensor *dst, const fl_tensor *src, int dim, int64_t
     stop = stop < start ? start : stop > n ? n : stop;
     fl_tensor v = *src;
     v.offset += start * src->stride[dim];
-    v.shape[dim] = (stop - start + step - 1) / step;
-    v.stride[dim] = src->stride[dim] * step;
+    v.shape[dim] = stop > start ? (stop - start - 1) / step + 1 : 0; /* step may be huge */
+    if (v.shape[dim] > 1) /* else the stride is never used, and stride * step may overflow */
+        v.stride[dim] = src->stride[dim] * step;
     return emit_view(dst, src, &v);
 }
 
@@ -328,12 +331,13 @@ fl_status fl_tensor_transpose(fl_tensor *dst, const fl_tensor *src, int d0, int 
 
 bool fl_tensor_is_contiguous(const fl_tensor *t)
 {
+    for (int i = 0; i < t->ndim; i++)
+        if (t->shape[i] == 0)
+            return true; /* empty: trivially dense whatever its strides or where the 0 is */
     int64_t expect = 1;
     for (int i = t->ndim - 1; i >= 0; i--) {
         if (t->shape[i] == 1)
             continue;
-        if (t->shape[i] == 0)
-            return true;
         if (t->stride[i] != expect)
             return false;
         expect *= t->shape[i];
@@ -413,7 +417,7 @@ fl_status fl_broadcast_shapes(int na, const int64_t *a, int nb, const int64_t *b
         int ia = na - n + i, ib = nb - n + i;
         int64_t da = ia >= 0 ? a[ia] : 1, db = ib >= 0 ? b[ib] : 1;
         if (da != db && da != 1 && db != 1) {
-            char sa[96] = "", sb[96] = "";
+            char sa[128] = "", sb[128] = ""; /* 5 dims of 20 digits fit, so ']' is there */
             fl_tensor ta = FL_TENSOR_NULL, tb = FL_TENSOR_NULL;
             ta.ndim = na;
             tb.ndim = nb;
@@ -446,6 +450,9 @@ fl_status fl_tensor_expand(fl_tensor *dst, const fl_tensor *src, int ndim, const
         int is = src->ndim - ndim + i;
         int64_t sd = is >= 0 ? src->shape[is] : 1;
         int64_t ss = is >= 0 ? src->stride[is] : 0;
+        if (shape[i] < 0)
+            return fl_error_set(err, FL_E_SHAPE, "expand: cannot expand %s to negative size %lld",
+                                fl_tensor_describe(src, d, sizeof d), (long long)shape[i]);
         if (sd == shape[i]) {
             v.shape[i] = sd;
             v.stride[i] = ss;

@@ -421,9 +421,13 @@ static fl_status keepdim_view(const char *op, fl_tensor *view, const fl_tensor *
         fl_tensor_retain(view, out);
         return FL_OK;
     }
-    fl_tensor removed = FL_TENSOR_NULL;
-    if (in->ndim > 0 && fl_tensor_select(&removed, &want, axis, 0, NULL) == FL_OK &&
-        fl_tensor_same_shape(out, &removed))
+    /* the shape with the axis removed (only the shape matters: no storage reference) */
+    fl_tensor removed = want;
+    removed.storage = NULL;
+    for (int i = axis; i < in->ndim - 1; i++)
+        removed.shape[i] = in->shape[i + 1];
+    removed.ndim = in->ndim - 1;
+    if (fl_tensor_same_shape(out, &removed))
         return fl_tensor_unsqueeze(view, out, axis, err);
     return fl_error_set(err, FL_E_SHAPE, "%s: output is %s; for input %s along axis %d expected %s "
                         "or the same with the axis removed",
