@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include "cuda_internal.h"
+#include "../../core/half.h"
 
 /* ------------------------------------------------------------------ error reporting */
 
@@ -161,109 +162,20 @@ struct raw128_t {
 };
 
 /* ------------------------------------------------------------------ f16 / bf16 conversions
- * Ports of core/dtype.c, bit for bit (integer code: the same on host and device, NaN
- * payloads included), rather than the __float2half_rn intrinsics, so that a host build of
- * this very code (flcu_host_convert) can be checked against the CPU on any machine. */
+ * The very integer code of core/dtype.c (core/half.h), on host and device alike, NaN
+ * payloads included, rather than the __float2half_rn intrinsics; a host build of this
+ * file's converters (flcu_host_convert) is checked against the CPU on any machine. */
 
-__host__ __device__ static inline uint32_t f32_bits(float x)
-{
-#ifdef __CUDA_ARCH__
-    return __float_as_uint(x);
-#else
-    uint32_t u;
-    memcpy(&u, &x, 4);
-    return u;
-#endif
-}
-
-__host__ __device__ static inline float bits_f32(uint32_t u)
-{
-#ifdef __CUDA_ARCH__
-    return __uint_as_float(u);
-#else
-    float x;
-    memcpy(&x, &u, 4);
-    return x;
-#endif
-}
-
-__host__ __device__ static inline uint16_t to_f16(float x)
-{
-    uint32_t u = f32_bits(x);
-    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
-    uint32_t exp = (u >> 23) & 0xffu;
-    uint32_t man = u & 0x7fffffu;
-    if (exp == 0xff)
-        return (uint16_t)(sign | 0x7c00u | (man ? 0x200u | (man >> 13) : 0));
-    int e = (int)exp - 127 + 15;
-    if (e >= 0x1f)
-        return (uint16_t)(sign | 0x7c00u);
-    if (e <= 0) {
-        if (e < -10)
-            return sign;
-        uint32_t m = man | 0x800000u;
-        unsigned shift = (unsigned)(14 - e);
-        uint32_t half = m >> shift;
-        uint32_t rem = m & ((1u << shift) - 1);
-        uint32_t mid = 1u << (shift - 1);
-        if (rem > mid || (rem == mid && (half & 1)))
-            half++;
-        return (uint16_t)(sign | half);
-    }
-    uint32_t h = ((uint32_t)e << 10) | (man >> 13);
-    uint32_t rem = man & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1)))
-        h++;
-    return (uint16_t)(sign | h);
-}
-
-__host__ __device__ static inline float from_f16(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1fu;
-    uint32_t man = h & 0x3ffu;
-    if (exp == 0x1f)
-        return bits_f32(sign | 0x7f800000u | (man << 13));
-    if (exp == 0) {
-        if (!man)
-            return bits_f32(sign);
-        int e = -1;
-        do {
-            man <<= 1;
-            e++;
-        } while (!(man & 0x400u));
-        man &= 0x3ffu;
-        return bits_f32(sign | ((uint32_t)(127 - 15 - e) << 23) | (man << 13));
-    }
-    return bits_f32(sign | ((exp - 15 + 127) << 23) | (man << 13));
-}
-
-__host__ __device__ static inline uint16_t to_bf16(float x)
-{
-    uint32_t u = f32_bits(x);
-    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu))
-        return (uint16_t)((u >> 16) | 0x40u);
-    uint32_t rounding = 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)((u + rounding) >> 16);
-}
-
-__host__ __device__ static inline float from_bf16(uint16_t b) { return bits_f32((uint32_t)b << 16); }
+__host__ __device__ static inline uint16_t to_f16(float x) { return fl_h_f32_to_f16(x); }
+__host__ __device__ static inline float from_f16(uint16_t h) { return fl_h_f16_to_f32(h); }
+__host__ __device__ static inline uint16_t to_bf16(float x) { return fl_h_f32_to_bf16(x); }
+__host__ __device__ static inline float from_bf16(uint16_t b) { return fl_h_bf16_to_f32(b); }
 
 /* The CPU converts through double (fl_dtype_load / fl_dtype_store): widen the source
  * exactly, narrow once. f64 -> f32 is a plain (float) cast; f64 -> f16/bf16 first goes to
- * f32 rounded to odd (core/dtype.c's f64_to_f32_odd, ported) so that the second rounding
- * to nearest-even gives the correctly rounded 16-bit value. */
+ * f32 rounded to odd so that the second rounding to nearest-even is correct. */
 __host__ __device__ static inline float narrow_f64(double d) { return (float)d; }
-
-__host__ __device__ static inline float narrow_f64_odd(double v)
-{
-    float f = (float)v;
-    uint32_t u = f32_bits(f);
-    if ((double)f == v || v != v || (u & 0x7f800000u) == 0x7f800000u || (u & 1u))
-        return f;
-    int toward_zero = v > 0 ? (double)f > v : (double)f < v; /* |f| > |v| */
-    return bits_f32(toward_zero ? u - 1 : u + 1);            /* bits count magnitude */
-}
+__host__ __device__ static inline float narrow_f64_odd(double v) { return fl_h_f64_to_f32_odd(v); }
 
 template <typename T> struct real_io;
 template <> struct real_io<float> {
