@@ -17,7 +17,7 @@ PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 GIT_DIRTY := $(shell test -n "$$(git status --porcelain --untracked-files=no 2>/dev/null)" && echo 1 || echo 0)
 CFLAGS_ALL = -std=c11 -I. -D_POSIX_C_SOURCE=200809L $(OPT) $(WARN) $(PKG_CFLAGS) $(SAN) \
-             -DFL_VERSION='"$(VERSION)"' -DFL_GIT_COMMIT='"$(GIT_COMMIT)"' -DFL_GIT_DIRTY=$(GIT_DIRTY) \
+             -DFL_VERSION='"$(VERSION)"' \
              $(CUDA_DEFS) $(CFLAGS)
 LDLIBS_ALL = $(PKG_LIBS) -lfftw3f_threads -lfftw3_threads -lpthread -lm $(CUDA_LIBS) $(LDLIBS)
 
@@ -70,8 +70,8 @@ setup:
 
 # Objects depend on the flags they were built with: changing NO_CUDA, OPT, SAN, ... rebuilds.
 FLAGS_FILE := $(BUILD)/.flags
-FLAGS_NOW := $(CFLAGS_ALL) | $(LDLIBS_ALL) | $(NVCC) $(CUDA_ARCH)
-$(FLAGS_FILE): FORCE
+FLAGS_NOW = $(CFLAGS_ALL) | $(LDLIBS_ALL) | $(NVCC) $(CUDA_ARCH)
+$(FLAGS_FILE): FORCE $(DEPS_STAMP)
 	@mkdir -p $(@D)
 	@if [ "$$(cat $@ 2>/dev/null)" != '$(FLAGS_NOW)' ]; then echo '$(FLAGS_NOW)' > $@; fi
 FORCE:
@@ -91,6 +91,15 @@ $(LIB): $(LIB_OBJ)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)ar rcs $@ $^
 
+# The git commit goes only into the CLI's object, so a new commit relinks one file rather
+# than rebuilding everything.
+VERSION_FILE := $(BUILD)/.git-version
+$(VERSION_FILE): FORCE
+	@mkdir -p $(@D)
+	@v='$(GIT_COMMIT) $(GIT_DIRTY)'; if [ "$$(cat $@ 2>/dev/null)" != "$$v" ]; then echo "$$v" > $@; fi
+$(BUILD)/core/main.o: $(VERSION_FILE)
+$(BUILD)/core/main.o: CFLAGS_ALL += -DFL_GIT_COMMIT='"$(GIT_COMMIT)"' -DFL_GIT_DIRTY=$(GIT_DIRTY)
+
 $(BUILD)/fifolab: $(BUILD)/core/main.o $(LIB)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS_ALL) $^ -o $@ $(LDLIBS_ALL)
@@ -102,8 +111,11 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS_ALL) $^ -o $@ $(LDLIBS_ALL)
 
+# Every suite runs even when an earlier one fails; the exit status says if any did.
+RUN_SUITES = sh scripts/run-tests.sh $(TEST_BIN); s=$$?; sh tests/cli.sh $(BUILD)/fifolab || s=1; exit $$s
+
 test: all
-	@sh scripts/run-tests.sh $(TEST_BIN) && sh tests/cli.sh $(BUILD)/fifolab
+	@$(RUN_SUITES)
 
 # The sanitizer build lives in build/asan; LeakSanitizer is on.
 asan:
@@ -113,7 +125,7 @@ asan:
 test-asan: $(BUILD)/fifolab $(TEST_BIN)
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:protect_shadow_gap=0 \
 	 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	 sh scripts/run-tests.sh $(TEST_BIN) && sh tests/cli.sh $(BUILD)/fifolab
+	 $(RUN_SUITES)
 
 # Benchmarks report ratios against the raw library in the same run (machines are noisy).
 BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
