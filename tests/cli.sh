@@ -1,8 +1,9 @@
 #!/bin/sh
 # End-to-end checks of the fifolab command line: --help, --version, exit codes, and the
-# error message for an unknown command. Usage: tests/cli.sh PATH/TO/fifolab
+# error message for an unknown command. Usage: tests/cli.sh [PATH/TO/fifolab]
+# (default: $FL_CLI_BIN, else ./fifolab)
 set -u
-bin=${1:-./fifolab}
+bin=${1:-${FL_CLI_BIN:-./fifolab}}
 pass=0; fail=0
 check() { # name, expected exit code, command..., with $out holding stdout+stderr
     name=$1; want=$2; shift 2
