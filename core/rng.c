@@ -62,8 +62,7 @@ void fl_rng_init(fl_rng *rng, uint64_t seed)
 const char *fl_rng_stream_name(uint32_t stream)
 {
     switch (stream) {
-    case FL_RNG_STREAM_QUEUE_INIT: return "queue_init";
-    case FL_RNG_STREAM_ENQUEUE: return "enqueue";
+    case FL_RNG_STREAM_FRAME_NOISE: return "frame_noise";
     case FL_RNG_STREAM_SAMPLER: return "sampler";
     case FL_RNG_STREAM_FORWARD_NOISE: return "forward_noise";
     case FL_RNG_STREAM_MODEL: return "model";

@@ -27,15 +27,17 @@ void fl_rng_init(fl_rng *rng, uint64_t seed);
 /* What the numbers are for. Values are part of the run-file contract: never renumber or
  * reuse one; add new streams with new values (docs/rng.md says how). */
 typedef enum fl_rng_stream {
-    FL_RNG_STREAM_QUEUE_INIT = 1,    /* noise that fills the queue at start-up */
-    FL_RNG_STREAM_ENQUEUE = 2,       /* fresh noise for a frame entering the queue */
-    FL_RNG_STREAM_SAMPLER = 3,       /* stochastic sampler noise (DDPM, DDIM eta > 0) */
-    FL_RNG_STREAM_FORWARD_NOISE = 4, /* forward-diffusing clean latents (re-noising) */
-    FL_RNG_STREAM_MODEL = 5,         /* randomness inside a denoiser (testbeds, dropout) */
+    /* The pure noise latent frame k starts from, addressed by its output frame index k,
+     * whether it fills the initial queue or enters later: every scheduler then draws the
+     * same noise for frame k (common random numbers across the arms of an ablation). */
+    FL_RNG_STREAM_FRAME_NOISE = 1,
+    FL_RNG_STREAM_SAMPLER = 2,       /* stochastic sampler noise (DDPM, DDIM eta > 0) */
+    FL_RNG_STREAM_FORWARD_NOISE = 3, /* forward-diffusing clean latents (re-noising) */
+    FL_RNG_STREAM_MODEL = 4,         /* randomness inside a denoiser (testbeds, dropout) */
     FL_RNG_STREAM_TEST = 0xFFFF      /* tests only; never in a run */
 } fl_rng_stream;
 
-/* "queue_init", "enqueue", "sampler", "forward_noise", "model", "test", or "stream" for
+/* "frame_noise", "sampler", "forward_noise", "model", "test", or "stream" for
  * a value not in the table. Static string, never NULL. */
 const char *fl_rng_stream_name(uint32_t stream);
 

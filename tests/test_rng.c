@@ -254,8 +254,7 @@ static void test_every_field_and_seed_bit_matters(void **state)
 static void test_stream_names(void **state)
 {
     (void)state;
-    assert_string_equal(fl_rng_stream_name(FL_RNG_STREAM_QUEUE_INIT), "queue_init");
-    assert_string_equal(fl_rng_stream_name(FL_RNG_STREAM_ENQUEUE), "enqueue");
+    assert_string_equal(fl_rng_stream_name(FL_RNG_STREAM_FRAME_NOISE), "frame_noise");
     assert_string_equal(fl_rng_stream_name(FL_RNG_STREAM_SAMPLER), "sampler");
     assert_string_equal(fl_rng_stream_name(FL_RNG_STREAM_FORWARD_NOISE), "forward_noise");
     assert_string_equal(fl_rng_stream_name(FL_RNG_STREAM_MODEL), "model");
@@ -519,14 +518,14 @@ static void test_addresses_are_independent(void **state)
         uint64_t seed;
         fl_rng_addr addr;
     } v[NSEQ] = {
-        {seed, {FL_RNG_STREAM_ENQUEUE, 10, 20}},
+        {seed, {FL_RNG_STREAM_FRAME_NOISE, 10, 20}},
         {seed, {FL_RNG_STREAM_SAMPLER, 10, 20}},
-        {seed, {FL_RNG_STREAM_ENQUEUE, 11, 20}},
-        {seed, {FL_RNG_STREAM_ENQUEUE, 10, 21}},
-        {seed + 1, {FL_RNG_STREAM_ENQUEUE, 10, 20}},
-        {seed | (UINT64_C(1) << 32), {FL_RNG_STREAM_ENQUEUE, 10, 20}},
+        {seed, {FL_RNG_STREAM_FRAME_NOISE, 11, 20}},
+        {seed, {FL_RNG_STREAM_FRAME_NOISE, 10, 21}},
+        {seed + 1, {FL_RNG_STREAM_FRAME_NOISE, 10, 20}},
+        {seed | (UINT64_C(1) << 32), {FL_RNG_STREAM_FRAME_NOISE, 10, 20}},
         /* Frame and step swapped: the fields must not be interchangeable. */
-        {seed, {FL_RNG_STREAM_ENQUEUE, 20, 10}},
+        {seed, {FL_RNG_STREAM_FRAME_NOISE, 20, 10}},
     };
     double *x[NSEQ];
     for (int i = 0; i < NSEQ; i++) {
