@@ -95,20 +95,23 @@ static fl_status check_shape(int ndim, const int64_t *shape, size_t elsize, int6
 {
     if (ndim < 0 || ndim > FL_MAX_DIMS)
         return fl_error_set(err, FL_E_SHAPE, "tensor rank %d is outside 0..%d", ndim, FL_MAX_DIMS);
+    /* The product of the non-zero dims must fit whatever the order of the dims: the
+     * strides are built from it even when a zero dim makes the tensor empty. */
     int64_t n = 1;
+    int empty = 0;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0)
             return fl_error_set(err, FL_E_SHAPE, "tensor dim %d has negative size %lld", i,
                                 (long long)shape[i]);
-        if (shape[i] && __builtin_mul_overflow(n, shape[i], &n))
-            return fl_error_set(err, FL_E_RANGE, "tensor element count overflows at dim %d", i);
         if (!shape[i])
-            n = 0;
+            empty = 1;
+        else if (__builtin_mul_overflow(n, shape[i], &n))
+            return fl_error_set(err, FL_E_RANGE, "tensor element count overflows at dim %d", i);
     }
     int64_t bytes;
     if (__builtin_mul_overflow(n, (int64_t)elsize, &bytes))
         return fl_error_set(err, FL_E_RANGE, "tensor of %lld elements overflows size_t", (long long)n);
-    *numel = n;
+    *numel = empty ? 0 : n;
     return FL_OK;
 }
 

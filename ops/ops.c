@@ -219,14 +219,19 @@ fl_status fl_empty(fl_backend *be, fl_tensor *out, fl_dtype dtype, int ndim, con
         return fl_error_set(err, FL_E_DTYPE, "empty: invalid dtype value %d", (int)dtype);
     if (ndim < 0 || ndim > FL_MAX_DIMS)
         return fl_error_set(err, FL_E_SHAPE, "empty: rank %d is outside 0..%d", ndim, FL_MAX_DIMS);
-    size_t nbytes = fl_dtype_size(dtype);
+    /* The non-zero dims must multiply within int64 (strides are int64) whatever the
+     * position of a 0, so the answer does not depend on the order of the dims. */
+    int64_t span = (int64_t)fl_dtype_size(dtype);
+    bool empty = false;
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0)
             return fl_error_set(err, FL_E_SHAPE, "empty: dim %d has negative size %lld", i,
                                 (long long)shape[i]);
-        if (fl_mul_overflows(nbytes, (size_t)shape[i], &nbytes))
+        empty = empty || shape[i] == 0;
+        if (__builtin_mul_overflow(span, shape[i] ? shape[i] : 1, &span))
             return fl_error_set(err, FL_E_RANGE, "empty: tensor size overflows");
     }
+    size_t nbytes = empty ? 0 : (size_t)span;
     fl_storage *s = NULL;
     fl_status st = be->vt->storage_new(be, nbytes, &s, err);
     if (st)

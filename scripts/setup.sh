@@ -9,8 +9,10 @@ PACKAGES="pkg-config libopenblas-dev liblapacke-dev libfftw3-dev libhdf5-dev lib
 missing=""
 for p in $PACKAGES; do
     status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    # ${Status} is "WANT FLAG STATUS" (several concatenated for multi-arch packages): the
+    # package is there when STATUS is "installed" whatever WANT is (install, hold, ...).
     case "$status" in
-    *"install ok installed"*) ;;
+    *" ok installed"*) ;;
     *) missing="$missing $p" ;;
     esac
 done

@@ -619,6 +619,29 @@ static void test_dispatcher_errors(void **state)
     fl_tensor_release(&i32);
 }
 
+/* fl_empty on zero-size shapes: a legal empty shape succeeds; a shape whose non-zero
+ * dims overflow is refused with FL_E_RANGE whatever the position of the 0 (before the
+ * fix, [2^40, 2^40, 0] was refused but [0, 2^40, 2^40] was accepted and overflowed
+ * int64 while computing its strides). */
+static void test_empty_zero_size_shapes(void **state)
+{
+    fixture *f = *state;
+    fl_tensor t = FL_TENSOR_NULL;
+    int64_t ok[3] = { 3, 0, 4 };
+    OK(fl_empty(f->cpu, &t, FL_F32, 3, ok, &f->err));
+    assert_int_equal(fl_tensor_numel(&t), 0);
+    fl_tensor_release(&t);
+    const int64_t big = (int64_t)1 << 40;
+    int64_t zero_last[3] = { big, big, 0 }, zero_first[3] = { 0, big, big };
+    assert_int_equal(fl_empty(f->cpu, &t, FL_F32, 3, zero_last, &f->err), FL_E_RANGE);
+    assert_int_equal(fl_empty(f->cpu, &t, FL_F32, 3, zero_first, &f->err), FL_E_RANGE);
+    assert_null(t.storage);
+    /* fits in size_t bytes but not in int64 strides */
+    int64_t u8_big[3] = { 0, (int64_t)1 << 32, (int64_t)1 << 31 };
+    assert_int_equal(fl_empty(f->cpu, &t, FL_U8, 3, u8_big, &f->err), FL_E_RANGE);
+    assert_null(t.storage);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -633,6 +656,7 @@ int main(void)
         cmocka_unit_test(test_matmul_staging_frees_on_failure),
         cmocka_unit_test(test_copy_conversions),
         cmocka_unit_test(test_dispatcher_errors),
+        cmocka_unit_test(test_empty_zero_size_shapes),
     };
     return cmocka_run_group_tests_name("ops", tests, setup, teardown);
 }

@@ -208,6 +208,9 @@ static void test_create_rejects_bad_shapes(void **state)
         { 3, { 2, -3, 4 }, FL_F32, FL_E_SHAPE, "-3" },
         { 1, { INT64_MIN }, FL_F32, FL_E_SHAPE, "negative" },
         { 2, { INT64_C(1) << 40, INT64_C(1) << 40 }, FL_F32, FL_E_RANGE, "overflow" },
+        /* empty, but its strides would still overflow: refused whatever the dim order */
+        { 3, { 0, INT64_C(1) << 40, INT64_C(1) << 40 }, FL_F32, FL_E_RANGE, "overflow" },
+        { 3, { INT64_C(1) << 40, INT64_C(1) << 40, 0 }, FL_F32, FL_E_RANGE, "overflow" },
         { 2, { INT64_MAX, 2 }, FL_U8, FL_E_RANGE, "overflow" },
         { 3, { 1 << 20, 1 << 20, 1 << 24 }, FL_U8, FL_E_RANGE, "overflow" },
         { 1, { INT64_C(1) << 61 }, FL_F64, FL_E_RANGE, "overflow" },  /* bytes overflow */

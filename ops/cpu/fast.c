@@ -206,7 +206,9 @@ fl_status fl_cpu_fast_copy(fl_backend *be, fl_tensor *dst, const fl_tensor *src,
         WALK(w, {
             char *po = o + (size_t)offs[0] * es;
             const char *px = x + (size_t)offs[1] * es;
-            if (so == 1 && sx == 1)
+            if (po == px && so == sx)
+                ; /* in place on the identical view: nothing to move */
+            else if (so == 1 && sx == 1)
                 memcpy(po, px, (size_t)n * es);
             else
                 for (int64_t i = 0; i < n; i++)
