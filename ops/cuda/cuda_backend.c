@@ -93,16 +93,6 @@ static bool make_layout(flcu_layout *l, int ndim, const int64_t *shape, int nops
     return true;
 }
 
-static bool layout_dense(const flcu_layout *l, int nops)
-{
-    if (l->ndim != 1)
-        return false;
-    for (int k = 0; k < nops; k++)
-        if (l->stride[k][0] != 1)
-            return false;
-    return true;
-}
-
 /* Host-side strided copy of raw elements (same dtype): dst and src described by a
  * two-operand layout (operand 0 = dst). Used to stage non-contiguous host views. */
 static void host_strided_copy(char *dst, const char *src, const flcu_layout *l, size_t es)
@@ -170,7 +160,7 @@ static fl_status dev_copy(fl_backend *be, const char *op, int ndim, const int64_
     if (dt == sdt && d == s)
         return FL_OK; /* onto itself: ops.c lets an overlapping dst through only as src's own view */
     int rc;
-    if (dt == sdt && layout_dense(&l, 2))
+    if (dt == sdt && flcu_layout_dense(&l, 2))
         rc = flcu_memcpy(d, s, (size_t)l.numel * fl_dtype_size(dt), FLCU_D2D, msg);
     else
         rc = flcu_copy(&l, d, dt, s, sdt, msg);

@@ -34,6 +34,17 @@ typedef struct flcu_layout {
     int64_t stride[FLCU_MAX_OPS][FLCU_MAX_DIMS];
 } flcu_layout;
 
+/* All nops operands dense and in the same order: one run of unit stride. */
+static inline int flcu_layout_dense(const flcu_layout *l, int nops)
+{
+    if (l->ndim != 1)
+        return 0;
+    for (int k = 0; k < nops; k++)
+        if (l->stride[k][0] != 1)
+            return 0;
+    return 1;
+}
+
 /* Op codes, equal to fl_unop / fl_binop (cuda_backend.c asserts it at compile time). */
 enum { FLCU_UN_NEG, FLCU_UN_ABS, FLCU_UN_SQUARE, FLCU_UN_SQRT, FLCU_UN_EXP, FLCU_UN_LOG,
        FLCU_UN_AFFINE, FLCU_UN_COUNT };

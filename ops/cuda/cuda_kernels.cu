@@ -255,17 +255,6 @@ __device__ static inline void offsets_of(const flcu_layout &l, int64_t i, int64_
     }
 }
 
-/* All NOPS operands dense and in the same order: plain indexing. */
-static bool all_dense(const flcu_layout *l, int nops)
-{
-    if (l->ndim != 1)
-        return false;
-    for (int k = 0; k < nops; k++)
-        if (l->stride[k][0] != 1)
-            return false;
-    return true;
-}
-
 template <typename D, typename S, bool DENSE>
 __global__ static void copy_kernel(flcu_layout l, D *dst, const S *src)
 {
@@ -284,7 +273,7 @@ __global__ static void copy_kernel(flcu_layout l, D *dst, const S *src)
 template <typename D, typename S>
 static int launch_copy(const flcu_layout *l, void *dst, const void *src, char *msg)
 {
-    if (all_dense(l, 2))
+    if (flcu_layout_dense(l, 2))
         copy_kernel<D, S, true><<<grid_for(l->numel), FLCU_THREADS>>>(*l, (D *)dst, (const S *)src);
     else
         copy_kernel<D, S, false><<<grid_for(l->numel), FLCU_THREADS>>>(*l, (D *)dst, (const S *)src);
@@ -381,7 +370,7 @@ template <typename T> static int launch_fill(const flcu_layout *l, void *dst, co
 {
     T v;
     memcpy(&v, pattern, sizeof v);
-    if (all_dense(l, 1))
+    if (flcu_layout_dense(l, 1))
         fill_kernel<T, true><<<grid_for(l->numel), FLCU_THREADS>>>(*l, (T *)dst, v);
     else
         fill_kernel<T, false><<<grid_for(l->numel), FLCU_THREADS>>>(*l, (T *)dst, v);
@@ -500,7 +489,7 @@ template <typename T, int OP>
 static int launch_unary(const flcu_layout *l, void *out, const void *in, double a, double b, char *msg)
 {
     T ta = (T)a, tb = (T)b;
-    if (all_dense(l, 2))
+    if (flcu_layout_dense(l, 2))
         unary_kernel<T, OP, true><<<grid_for(l->numel), FLCU_THREADS>>>(*l, (T *)out, (const T *)in, ta, tb);
     else
         unary_kernel<T, OP, false><<<grid_for(l->numel), FLCU_THREADS>>>(*l, (T *)out, (const T *)in, ta, tb);
@@ -535,7 +524,7 @@ extern "C" int flcu_unary(int op, fl_dtype dt, const flcu_layout *l, void *out, 
 template <typename T, int OP>
 static int launch_binary(const flcu_layout *l, void *out, const void *a, const void *b, char *msg)
 {
-    if (all_dense(l, 3))
+    if (flcu_layout_dense(l, 3))
         binary_kernel<T, OP, true><<<grid_for(l->numel), FLCU_THREADS>>>(*l, (T *)out, (const T *)a, (const T *)b);
     else
         binary_kernel<T, OP, false><<<grid_for(l->numel), FLCU_THREADS>>>(*l, (T *)out, (const T *)a, (const T *)b);
