@@ -90,6 +90,13 @@ const char *fl_tensor_describe(const fl_tensor *t, char *buf, size_t n)
     return buf;
 }
 
+static fl_status check_dtype(fl_dtype dtype, fl_error *err)
+{
+    if (!fl_dtype_size(dtype))
+        return fl_error_set(err, FL_E_DTYPE, "invalid dtype value %d", (int)dtype);
+    return FL_OK;
+}
+
 static fl_status check_shape(int ndim, const int64_t *shape, size_t elsize, int64_t *numel,
                              fl_error *err)
 {
@@ -115,21 +122,25 @@ static fl_status check_shape(int ndim, const int64_t *shape, size_t elsize, int6
     return FL_OK;
 }
 
-static fl_status check_dtype(fl_dtype dtype, fl_error *err)
+
+fl_status fl_shape_nbytes(fl_dtype dtype, int ndim, const int64_t *shape, size_t *nbytes,
+                          fl_error *err)
 {
-    if (!fl_dtype_size(dtype))
-        return fl_error_set(err, FL_E_DTYPE, "invalid dtype value %d", (int)dtype);
+    int64_t numel;
+    fl_status st = check_dtype(dtype, err);
+    if (st || (st = check_shape(ndim, shape, fl_dtype_size(dtype), &numel, err)))
+        return st;
+    *nbytes = (size_t)numel * fl_dtype_size(dtype);
     return FL_OK;
 }
 
 fl_status fl_tensor_empty(fl_tensor *out, fl_dtype dtype, int ndim, const int64_t *shape,
                           const fl_allocator *alloc, fl_error *err)
 {
-    int64_t numel;
-    fl_status st = check_dtype(dtype, err);
-    if (st || (st = check_shape(ndim, shape, fl_dtype_size(dtype), &numel, err)))
+    size_t nbytes;
+    fl_status st = fl_shape_nbytes(dtype, ndim, shape, &nbytes, err);
+    if (st)
         return st;
-    size_t nbytes = (size_t)numel * fl_dtype_size(dtype);
     fl_storage *s = fl_storage_new_cpu(alloc, nbytes);
     if (!s)
         return fl_error_set(err, FL_E_NOMEM, "cannot allocate a tensor of %zu bytes", nbytes);

@@ -113,6 +113,11 @@ const char *fl_tensor_describe(const fl_tensor *t, char *buf, size_t n);
 /* numpy-rule broadcast of two shapes; FL_E_SHAPE naming both if incompatible. */
 fl_status fl_broadcast_shapes(int na, const int64_t *a, int nb, const int64_t *b, int *nout,
                               int64_t *out, fl_error *err);
+/* Validates a dtype and shape (rank 0..FL_MAX_DIMS, sizes >= 0, element count, strides and
+ * bytes representable whatever the order of the dims) and gives the bytes a contiguous
+ * tensor of it needs. FL_E_DTYPE / FL_E_SHAPE / FL_E_RANGE naming the dim at fault. */
+fl_status fl_shape_nbytes(fl_dtype dtype, int ndim, const int64_t *shape, size_t *nbytes,
+                          fl_error *err);
 /* Contiguous row-major strides for a shape. */
 void fl_contiguous_strides(int ndim, const int64_t *shape, int64_t *stride);
 

@@ -215,23 +215,9 @@ fl_status fl_empty(fl_backend *be, fl_tensor *out, fl_dtype dtype, int ndim, con
                    fl_error *err)
 {
     fl_tensor probe = FL_TENSOR_NULL;
-    if (!fl_dtype_size(dtype))
-        return fl_error_set(err, FL_E_DTYPE, "empty: invalid dtype value %d", (int)dtype);
-    if (ndim < 0 || ndim > FL_MAX_DIMS)
-        return fl_error_set(err, FL_E_SHAPE, "empty: rank %d is outside 0..%d", ndim, FL_MAX_DIMS);
-    /* The non-zero dims must multiply within int64 (strides are int64) whatever the
-     * position of a 0, so the answer does not depend on the order of the dims. */
-    int64_t span = (int64_t)fl_dtype_size(dtype);
-    bool empty = false;
-    for (int i = 0; i < ndim; i++) {
-        if (shape[i] < 0)
-            return fl_error_set(err, FL_E_SHAPE, "empty: dim %d has negative size %lld", i,
-                                (long long)shape[i]);
-        empty = empty || shape[i] == 0;
-        if (__builtin_mul_overflow(span, shape[i] ? shape[i] : 1, &span))
-            return fl_error_set(err, FL_E_RANGE, "empty: tensor size overflows");
-    }
-    size_t nbytes = empty ? 0 : (size_t)span;
+    size_t nbytes;
+    if (fl_shape_nbytes(dtype, ndim, shape, &nbytes, err))
+        return fl_error_prefix(err, "empty");
     fl_storage *s = NULL;
     fl_status st = be->vt->storage_new(be, nbytes, &s, err);
     if (st)
@@ -489,6 +475,18 @@ fl_status fl_softmax(fl_backend *be, fl_tensor *out, const fl_tensor *in, int ax
 
 /* ---------------------------------------------------------------- matmul */
 
+/* The same view with its last two dims swapped (no reference taken). */
+static fl_tensor swap_last2(const fl_tensor *t)
+{
+    fl_tensor v = *t;
+    int n = t->ndim;
+    v.shape[n - 2] = t->shape[n - 1];
+    v.shape[n - 1] = t->shape[n - 2];
+    v.stride[n - 2] = t->stride[n - 1];
+    v.stride[n - 1] = t->stride[n - 2];
+    return v;
+}
+
 fl_status fl_matmul(fl_backend *be, fl_tensor *c, const fl_tensor *a, const fl_tensor *b,
                     unsigned flags, double alpha, double beta, fl_error *err)
 {
@@ -506,19 +504,9 @@ fl_status fl_matmul(fl_backend *be, fl_tensor *c, const fl_tensor *a, const fl_t
     if (a->ndim < 2 || b->ndim < 2 || c->ndim < 2)
         return fl_error_set(err, FL_E_SHAPE, "matmul: operands need rank >= 2 (a %s, b %s, c %s)",
                             desc(a, d1, sizeof d1), desc(b, d2, sizeof d2), desc(c, d3, sizeof d3));
-    fl_tensor ta = *a, tb = *b; /* borrowed views; transposing does not touch refcounts */
-    if (flags & FL_MATMUL_TA) {
-        ta.shape[a->ndim - 2] = a->shape[a->ndim - 1];
-        ta.shape[a->ndim - 1] = a->shape[a->ndim - 2];
-        ta.stride[a->ndim - 2] = a->stride[a->ndim - 1];
-        ta.stride[a->ndim - 1] = a->stride[a->ndim - 2];
-    }
-    if (flags & FL_MATMUL_TB) {
-        tb.shape[b->ndim - 2] = b->shape[b->ndim - 1];
-        tb.shape[b->ndim - 1] = b->shape[b->ndim - 2];
-        tb.stride[b->ndim - 2] = b->stride[b->ndim - 1];
-        tb.stride[b->ndim - 1] = b->stride[b->ndim - 2];
-    }
+    /* borrowed views: transposing a copy of the struct does not touch refcounts */
+    fl_tensor ta = flags & FL_MATMUL_TA ? swap_last2(a) : *a;
+    fl_tensor tb = flags & FL_MATMUL_TB ? swap_last2(b) : *b;
     int64_t M = ta.shape[ta.ndim - 2], K = ta.shape[ta.ndim - 1];
     int64_t K2 = tb.shape[tb.ndim - 2], N = tb.shape[tb.ndim - 1];
     if (K != K2 || c->shape[c->ndim - 2] != M || c->shape[c->ndim - 1] != N)

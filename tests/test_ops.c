@@ -74,8 +74,9 @@ static void fill_random(fixture *f, fl_tensor *t, double scale, double shift)
 
 enum layout { L_CONTIG, L_PERMUTED, L_STEPPED, L_OFFSET, L_BROADCAST, L_COUNT };
 
-/* A tensor of logical `shape` whose memory layout is one of the layouts above (the
- * broadcast layout only when `allow_broadcast`; it is read-only). One reference in *out. */
+/* A tensor of logical `shape` whose memory layout is one of the layouts above, filled with
+ * normals (the gaps of the base too). L_BROADCAST gives a stride-0 view: inputs only.
+ * One reference in *out. */
 static void make_view(fixture *f, fl_tensor *out, fl_dtype dt, int nd, const int64_t *shape,
                       int layout)
 {
@@ -480,8 +481,9 @@ static void test_matmul_closed_form(void **state)
     /* inner-dimension mismatch names all three shapes */
     assert_int_equal(fl_matmul(f->cpu, &c, &a, &a, 0, 1.0, 0.0, &f->err), FL_E_SHAPE);
     assert_non_null(strstr(fl_error_msg(&f->err), "[2, 3]"));
-    /* output aliasing an input is refused */
+    /* an output of the wrong shape is refused before any aliasing question arises */
     assert_int_equal(fl_matmul(f->cpu, &a, &a, &b, 0, 1.0, 0.0, &f->err), FL_E_SHAPE);
+    /* a square output that is also an input is refused as overlapping */
     fl_tensor sq;
     int64_t ss[2] = { 3, 3 };
     OK(fl_tensor_empty(&sq, FL_F32, 2, ss, NULL, &f->err));

@@ -57,6 +57,7 @@ static void check_abs_below(const char *what, double value, double bound)
 {
     if (!(fabs(value) < bound))
         fail_msg("%s = %.6g, |.| must be < %.6g", what, value, bound);
+    print_message("%s = %.3g (bound %.3g)\n", what, value, bound);
 }
 
 typedef struct moments {

@@ -201,7 +201,7 @@ fl_status fl_cpu_fast_copy(fl_backend *be, fl_tensor *dst, const fl_tensor *src,
     const int64_t so = w.stride[0][w.ndim - 1], sx = w.stride[1][w.ndim - 1];
     char *o = fl_tensor_data(dst);
     const char *x = fl_tensor_data(src);
-    size_t es = fl_dtype_size(dt), ss = fl_dtype_size(st);
+    size_t es = fl_dtype_size(dt);
     if (same) {
         WALK(w, {
             char *po = o + (size_t)offs[0] * es;
@@ -216,7 +216,6 @@ fl_status fl_cpu_fast_copy(fl_backend *be, fl_tensor *dst, const fl_tensor *src,
         });
         return FL_OK;
     }
-    (void)ss;
     if (st == FL_F32) {
         uint16_t *po = (uint16_t *)(void *)o;
         const float *px = (const float *)(const void *)x;
@@ -242,8 +241,7 @@ fl_status fl_cpu_fast_fill(fl_backend *be, fl_tensor *dst, double value, fl_erro
     const fl_tensor *ts[1] = { dst };
     walk w;
     walk_init(&w, 1, ts);
-    const int64_t so = w.stride[0][w.ndim - 1], sx = 0;
-    (void)sx;
+    const int64_t so = w.stride[0][w.ndim - 1];
     if (dst->dtype == FL_F32) {
         float *o = fl_tensor_data(dst), v = (float)value;
         WALK(w, for (int64_t i = 0; i < n; i++) o[offs[0] + i * so] = v);
