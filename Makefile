@@ -28,9 +28,20 @@ endif
 CUDA_ARCH ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
              -gencode arch=compute_90,code=compute_90
 ifneq ($(strip $(NVCC)),)
-CUDA_HOME := $(patsubst %/bin/nvcc,%,$(NVCC))
+# nvcc may be a wrapper script (e.g. /usr/local/bin/nvcc): ask it for its toolkit root,
+# and build the CUDA backend only when cudart and cuBLAS are really there.
+CUDA_HOME := $(shell $(NVCC) --dryrun -c -x cu /dev/null -o /dev/null 2>&1 | sed -n 's/^\#\$$ TOP=//p' | head -n1)
+CUDA_LIBDIR := $(firstword $(foreach d,$(CUDA_HOME)/lib64 $(CUDA_HOME)/targets/x86_64-linux/lib \
+                 $(CUDA_HOME)/targets/sbsa-linux/lib /usr/lib/x86_64-linux-gnu,\
+                 $(if $(wildcard $(d)/libcudart.so $(d)/libcublas.so),$(if $(word 2,$(wildcard $(d)/libcudart.so $(d)/libcublas.so)),$(realpath $(d))))))
+ifeq ($(CUDA_LIBDIR),)
+$(info note: $(NVCC) found but libcudart.so/libcublas.so not; building without the CUDA backend)
+NVCC :=
+endif
+endif
+ifneq ($(strip $(NVCC)),)
 CUDA_DEFS := -DFL_HAVE_CUDA=1
-CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+CUDA_LIBS := -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) -lcublas -lcudart -lstdc++
 CUDA_SRC := $(wildcard ops/cuda/*.cu)
 endif
 
