@@ -11,7 +11,7 @@ DEPS_STAMP := $(BUILD)/.deps-ok
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpedantic \
         -Wpointer-arith -Wcast-align -Wwrite-strings -Wundef -Wvla -Werror
 OPT ?= -O2 -g
-PKGS := openblas lapacke fftw3 fftw3f cmocka
+PKGS := openblas lapacke fftw3 fftw3f cmocka libcjson libzip
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)

@@ -6,9 +6,12 @@
 
 #include "core/rng.h"
 #include "core/version.h"
+#include "models/checkpoint.h"
 #include "ops/ops.h"
 
 #include <cblas.h>
+
+#include "core/cli.h"
 
 static void usage(FILE *f)
 {
@@ -18,7 +21,9 @@ static void usage(FILE *f)
             "Research framework for endless video generation with diffusion models.\n"
             "\n"
             "commands:\n"
+            "  generate    run one experiment (defaults + --set overrides) and write its frames\n"
             "  backends    list the compute backends this build has and check each one\n"
+            "  inspect     list the tensors, totals and metadata of a checkpoint file\n"
             "  version     print the version, git commit and build options\n"
             "  help        show this help\n"
             "\n"
@@ -114,6 +119,71 @@ static int cmd_backends(int argc, char **argv)
     return rc;
 }
 
+static void inspect_usage(FILE *f)
+{
+    fprintf(f, "usage: fifolab inspect [--filter PREFIX] [--root KEY] FILE\n\n"
+               "Validates a checkpoint and lists its tensors (name, dtype, shape, bytes), the\n"
+               "totals per dtype and its metadata. FILE is a .safetensors file, a sharded\n"
+               "checkpoint's *.safetensors.index.json, or a PyTorch zip checkpoint\n"
+               "(.ckpt/.pt/.pth).\n\n"
+               "  --filter PREFIX  list only tensors whose name starts with PREFIX\n"
+               "  --root KEY       PyTorch: take tensors from this dotted key path of the\n"
+               "                   top-level object ('' = all of it; default: 'state_dict'\n"
+               "                   when there is one)\n\n"
+               "Exit status 1 if the file cannot be read or is malformed (the message says\n"
+               "where), 2 on bad usage.\n");
+}
+
+static int cmd_inspect(int argc, char **argv)
+{
+    const char *file = NULL, *filter = NULL, *root = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            inspect_usage(stdout);
+            return 0;
+        }
+        const char **opt = strncmp(a, "--filter", 8) == 0 ? &filter : strncmp(a, "--root", 6) == 0 ? &root : NULL;
+        size_t olen = opt == &filter ? 8 : 6;
+        if (opt && (a[olen] == '\0' || a[olen] == '=')) {
+            if (a[olen] == '=') {
+                *opt = a + olen + 1;
+            } else if (i + 1 < argc) {
+                *opt = argv[++i];
+            } else {
+                fprintf(stderr, "fifolab inspect: %s needs a value\n", a);
+                return 2;
+            }
+            continue;
+        }
+        if (a[0] == '-' && a[1] != '\0') {
+            fprintf(stderr, "fifolab inspect: unknown option '%s' (see 'fifolab inspect --help')\n", a);
+            return 2;
+        }
+        if (file) {
+            fprintf(stderr, "fifolab inspect: unexpected argument '%s' (one FILE only)\n", a);
+            return 2;
+        }
+        file = a;
+    }
+    if (!file) {
+        inspect_usage(stderr);
+        return 2;
+    }
+    fl_ckpt_options opt = { 0 };
+    opt.root = root;
+    fl_ckpt *c;
+    fl_error err;
+    fl_error_clear(&err);
+    if (fl_ckpt_open(&c, file, &opt, &err)) {
+        fprintf(stderr, "fifolab inspect: %s\n", fl_error_msg(&err));
+        return 1;
+    }
+    fl_ckpt_list(stdout, c, filter);
+    fl_ckpt_close(c);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -135,6 +205,10 @@ int main(int argc, char **argv)
         return cmd_version();
     if (strcmp(cmd, "backends") == 0)
         return cmd_backends(argc - 1, argv + 1);
+    if (strcmp(cmd, "inspect") == 0)
+        return cmd_inspect(argc - 1, argv + 1);
+    if (strcmp(cmd, "generate") == 0)
+        return fl_cmd_generate(argc - 1, argv + 1);
     fprintf(stderr, "fifolab: unknown command '%s' (run 'fifolab --help' for the list)\n", cmd);
     return 2;
 }

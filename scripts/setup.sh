@@ -4,7 +4,10 @@
 set -eu
 
 # Build and test dependencies, by Debian package name.
-PACKAGES="pkg-config libopenblas-dev liblapacke-dev libfftw3-dev libhdf5-dev liblua5.4-dev libcmocka-dev"
+PACKAGES="pkg-config libopenblas-dev liblapacke-dev libfftw3-dev libhdf5-dev liblua5.4-dev libcmocka-dev
+          libcjson-dev libzip-dev"
+# `setup.sh PACKAGE...` checks/installs those instead (make fuzz: the clang/libFuzzer ones).
+[ $# -eq 0 ] || PACKAGES="$*"
 
 missing=""
 for p in $PACKAGES; do

@@ -1,0 +1,252 @@
+/* Building an experiment from its configuration (core/experiment.h). */
+#include "core/experiment.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "models/gauss.h"
+#include "schedulers/noise.h"
+#include "schedulers/sampler.h"
+#include "schedulers/schedulers.h"
+
+static const char *const model_names[] = { "gauss", NULL };
+static const char *const noise_names[] = { "sqrt_linear", "linear", "cosine", "flow", NULL };
+static const char *const sampler_names[] = { "ddim", "ddpm", "euler", NULL };
+static const char *const scheduler_names[] = { "fifo", "full", "chunked", NULL };
+static const char *const param_names[] = { "eps", "x0", "v", NULL };
+static const char *const mismatch_names[] = { "exact", "own", "mean", NULL };
+static const char *const spacing_names[] = { "uniform", "ldm", "leading", NULL };
+static const char *const init_names[] = { "clip", "staircase", NULL };
+static const char *const final_names[] = { "clean", "t0", NULL };
+
+const char *const *fl_experiment_modules(const char *kind)
+{
+    if (!kind)
+        return NULL;
+    if (!strcmp(kind, "model"))
+        return model_names;
+    if (!strcmp(kind, "noise"))
+        return noise_names;
+    if (!strcmp(kind, "sampler"))
+        return sampler_names;
+    if (!strcmp(kind, "scheduler"))
+        return scheduler_names;
+    if (!strcmp(kind, "planner"))
+        return fl_planner_names();
+    return NULL;
+}
+
+/* A module's own error, prefixed with the path of the table it was configured from (the
+ * message is copied first: err is both source and destination). */
+static fl_status rethrow(fl_cfg *t, fl_error *err, fl_status st, const char *what)
+{
+    char msg[FL_ERRMSG_MAX];
+    snprintf(msg, sizeof msg, "%s", fl_error_msg(err));
+    return fl_cfg_error(t, NULL, err, st, "%s%s%s", what ? what : "", what ? ": " : "", msg);
+}
+
+/* The module name must be one of names; the message lists them. */
+static fl_status check_name(fl_cfg *parent, const char *key, const char *name,
+                            const char *const *names, fl_error *err)
+{
+    char list[256] = "";
+    for (int i = 0; names[i]; i++) {
+        if (!strcmp(names[i], name))
+            return FL_OK;
+        if (i)
+            strncat(list, ", ", sizeof list - strlen(list) - 1);
+        strncat(list, names[i], sizeof list - strlen(list) - 1);
+    }
+    return fl_cfg_error(parent, key, err, FL_E_INVALID, "unknown module \"%s\"; accepted: %s",
+                        name, list);
+}
+
+static fl_status build_gauss(fl_cfg *t, fl_denoiser **out, fl_error *err)
+{
+    fl_gauss_opts o;
+    fl_gauss_opts_default(&o);
+    long window, channels;
+    double size_def[2] = { o.height, o.width }, size[2];
+    double drift_def[2] = { o.drift_x, o.drift_y }, drift[2];
+    int mismatch, param;
+    fl_status st;
+    if ((st = fl_cfg_int(t, "window", o.window, 1, 4096, &window, err)) ||
+        (st = fl_cfg_int(t, "channels", o.channels, 1, 4096, &channels, err)) ||
+        (st = fl_cfg_nums(t, "size", size_def, 2, 2, 2, 1, 65536, size, NULL, err)) ||
+        (st = fl_cfg_num(t, "rho", o.rho, 0, 0.999999, &o.rho, err)) ||
+        (st = fl_cfg_nums(t, "drift", drift_def, 2, 2, 2, -1e6, 1e6, drift, NULL, err)) ||
+        (st = fl_cfg_num(t, "k0", o.k0, 1e-6, 1e6, &o.k0, err)) ||
+        (st = fl_cfg_num(t, "beta", o.beta, 0, 64, &o.beta, err)) ||
+        (st = fl_cfg_enum(t, "mismatch", mismatch_names, o.mismatch, &mismatch, err)) ||
+        (st = fl_cfg_enum(t, "param", param_names, (int)o.param, &param, err)))
+        return st;
+    if (size[0] != (int)size[0] || size[1] != (int)size[1])
+        return fl_cfg_error(t, "size", err, FL_E_INVALID, "expected whole numbers, got {%g, %g}",
+                            size[0], size[1]);
+    o.window = (int)window;
+    o.channels = (int)channels;
+    o.height = (int)size[0];
+    o.width = (int)size[1];
+    o.drift_x = drift[0];
+    o.drift_y = drift[1];
+    o.mismatch = mismatch;
+    o.param = (fl_param)param;
+    if ((st = fl_gauss_new(&o, out, err)))
+        return rethrow(t, err, st, NULL);
+    return FL_OK;
+}
+
+/* Reads the noise schedule and fills the S levels. */
+static fl_status build_levels(fl_cfg *root, int S, fl_level *levels, fl_error *err)
+{
+    const char *name;
+    fl_cfg *t;
+    fl_status st;
+    if ((st = fl_cfg_module(root, "noise", "sqrt_linear", &name, &t, err)) ||
+        (st = check_name(root, "noise", name, noise_names, err)))
+        return st;
+    fl_noise ns;
+    memset(&ns, 0, sizeof ns);
+    int spacing;
+    if (!strcmp(name, "flow")) {
+        double shift;
+        if ((st = fl_cfg_num(t, "shift", 1.0, 1e-6, 1e6, &shift, err)))
+            return st;
+        if ((st = fl_noise_flow(&ns, shift, err)))
+            return rethrow(t, err, st, NULL);
+        spacing = FL_STEPS_UNIFORM;
+    } else {
+        fl_beta_kind kind = !strcmp(name, "linear") ? FL_BETA_LINEAR
+                            : !strcmp(name, "cosine") ? FL_BETA_COSINE : FL_BETA_SQRT_LINEAR;
+        long T;
+        double bdef[2] = { kind == FL_BETA_LINEAR ? 0.0001 : 0.00085, kind == FL_BETA_LINEAR ? 0.02 : 0.012 };
+        double beta[2] = { 0, 0 };
+        if ((st = fl_cfg_int(t, "timesteps", 1000, 2, FL_NOISE_T_MAX, &T, err)))
+            return st;
+        if (kind != FL_BETA_COSINE &&
+            (st = fl_cfg_nums(t, "beta", bdef, 2, 2, 2, 1e-12, 0.999999, beta, NULL, err)))
+            return st;
+        if ((st = fl_cfg_enum(t, "spacing", spacing_names, FL_STEPS_UNIFORM, &spacing, err)))
+            return st;
+        if ((st = fl_noise_ddpm(&ns, kind, (int)T, beta[0], beta[1], err)))
+            return rethrow(t, err, st, NULL);
+    }
+    st = fl_noise_levels(&ns, (fl_steps_kind)spacing, S, levels, err);
+    fl_noise_free(&ns);
+    if (st)
+        return rethrow(t, err, st, "steps");
+    return FL_OK;
+}
+
+static fl_status build_sampler(fl_cfg *root, fl_sampler *s, fl_error *err)
+{
+    const char *name;
+    fl_cfg *t;
+    fl_status st;
+    if ((st = fl_cfg_module(root, "sampler", "ddim", &name, &t, err)) ||
+        (st = check_name(root, "sampler", name, sampler_names, err)))
+        return st;
+    s->eta = 0;
+    if (!strcmp(name, "ddim")) {
+        s->kind = FL_SAMPLER_DDIM;
+        if ((st = fl_cfg_num(t, "eta", 1.0, 0, 1, &s->eta, err)))
+            return st;
+    } else {
+        s->kind = !strcmp(name, "ddpm") ? FL_SAMPLER_DDPM : FL_SAMPLER_EULER;
+    }
+    return FL_OK;
+}
+
+fl_status fl_experiment_build(fl_cfg *cfg, fl_experiment *ex, fl_error *err)
+{
+    memset(ex, 0, sizeof *ex);
+    fl_status st;
+    long seed, frames;
+    const char *mname, *sname;
+    fl_cfg *mt, *st_t;
+    if ((st = fl_cfg_str(cfg, "name", "default", &ex->name, err)) ||
+        (st = fl_cfg_int(cfg, "seed", 1, 0, LONG_MAX, &seed, err)) ||
+        (st = fl_cfg_int(cfg, "frames", 256, 1, INT32_MAX, &frames, err)) ||
+        (st = fl_cfg_bool(cfg, "oracle", 0, &ex->oracle, err)))
+        return st;
+    ex->seed = (uint64_t)seed;
+    ex->frames = frames;
+    if ((st = fl_cfg_module(cfg, "model", "gauss", &mname, &mt, err)) ||
+        (st = check_name(cfg, "model", mname, model_names, err)) ||
+        (st = build_gauss(mt, &ex->model, err)))
+        goto fail;
+    fl_sched_setup s;
+    memset(&s, 0, sizeof s);
+    s.window = ex->model->window;
+    s.channels = ex->model->channels;
+    s.height = ex->model->height;
+    s.width = ex->model->width;
+    s.param = ex->model->param;
+    s.frames = frames;
+    fl_rng_init(&s.rng, ex->seed);
+    if ((st = build_sampler(cfg, &s.sampler, err)))
+        goto fail;
+    if ((st = fl_cfg_module(cfg, "scheduler", "fifo", &sname, &st_t, err)) ||
+        (st = check_name(cfg, "scheduler", sname, scheduler_names, err)))
+        goto fail;
+    int final;
+    if ((st = fl_cfg_enum(st_t, "final", final_names, 0, &final, err)))
+        goto fail;
+    const fl_planner_vt *planner = NULL;
+    long partitions = 1, steps = 64, context = 0;
+    int init = 0;
+    if (!strcmp(sname, "fifo")) {
+        const char *pname;
+        fl_cfg *pt;
+        if ((st = fl_cfg_module(st_t, "planner", "lookahead", &pname, &pt, err)) ||
+            (st = check_name(st_t, "planner", pname, fl_planner_names(), err)) ||
+            (st = fl_cfg_int(pt, "partitions", 4, 1, FL_PLANNER_MAX_WINDOWS / 2, &partitions, err)) ||
+            (st = fl_cfg_enum(st_t, "init", init_names, 0, &init, err)))
+            goto fail;
+        planner = fl_planner_find(pname);
+        steps = (long)s.window * partitions;
+    } else {
+        if ((st = fl_cfg_int(st_t, "steps", 64, 1, 100000, &steps, err)))
+            goto fail;
+        if (!strcmp(sname, "chunked") &&
+            (st = fl_cfg_int(st_t, "context", s.window / 2, 0, s.window - 1, &context, err)))
+            goto fail;
+    }
+    ex->steps = (int)steps;
+    ex->levels = malloc((size_t)steps * sizeof *ex->levels);
+    if (!ex->levels) {
+        st = fl_error_set(err, FL_E_NOMEM, "experiment: %ld levels", steps);
+        goto fail;
+    }
+    if ((st = build_levels(cfg, ex->steps, ex->levels, err)))
+        goto fail;
+    s.levels = ex->levels;
+    s.steps = ex->steps;
+    s.final = final == 0 ? fl_level_clean() : ex->levels[0];
+    if ((st = fl_sampler_check(&s.sampler, err)) || (st = fl_cfg_check_unused(cfg, err)))
+        goto fail;
+    if (!strcmp(sname, "fifo"))
+        st = fl_fifo_new(&s, planner, (int)partitions, (fl_fifo_init)init, &ex->scheduler, err);
+    else if (!strcmp(sname, "full"))
+        st = fl_full_new(&s, &ex->scheduler, err);
+    else
+        st = fl_chunked_new(&s, (int)context, &ex->scheduler, err);
+    if (st) {
+        rethrow(st_t, err, st, NULL);
+        goto fail;
+    }
+    return FL_OK;
+fail:
+    fl_experiment_free(ex);
+    return st;
+}
+
+void fl_experiment_free(fl_experiment *ex)
+{
+    fl_scheduler_free(ex->scheduler);
+    fl_denoiser_free(ex->model);
+    free(ex->levels);
+    memset(ex, 0, sizeof *ex);
+}

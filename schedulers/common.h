@@ -1,0 +1,87 @@
+/* What every long-video scheduler is built from, and the clip sampler that full, chunked
+ * and fifo's base clip share. Internal to schedulers/. */
+#ifndef FL_SCHED_COMMON_H
+#define FL_SCHED_COMMON_H
+
+#include <stdint.h>
+
+#include "core/denoiser.h"
+#include "core/rng.h"
+#include "core/scheduler.h"
+#include "schedulers/sampler.h"
+
+/* The inputs of a scheduler. levels[i] is step index i's level (i = 0 cleanest); a frame
+ * that has taken its last step sits at `final` (clean, or levels[0] for the official
+ * VideoCrafter2 identity step). The scheduler copies what it keeps. */
+typedef struct fl_sched_setup {
+    int window, channels, height, width; /* the denoiser's f and latent shape */
+    fl_param param;                      /* the denoiser's output parameterization */
+    const fl_level *levels;
+    int steps;
+    fl_level final;
+    fl_sampler sampler;
+    fl_rng rng;
+    int64_t frames; /* frames to emit */
+    /* condition of output frame k (NULL: every frame has condition 0) */
+    int32_t (*cond_of)(void *ctx, int64_t frame);
+    void *cond_ctx;
+    /* Optional observer: called with the pure noise a frame starts from, as it enters
+     * (id < 0: a warm-up frame that is never emitted). For traces and tests. */
+    void (*on_noise)(void *ctx, int64_t id, const float *noise, int64_t n);
+    void *noise_ctx;
+} fl_sched_setup;
+
+/* Random-number addresses (docs/rng.md). A frame is named by its output index id >= 0;
+ * frames that are never emitted (warm-up) have negative ids and are addressed as
+ * frame = -1 - id with bit 31 of step set. Steps carry a phase tag in bits 24..30. */
+#define FL_SCHED_PHASE_CLIP 0u     /* full, chunked and fifo's base clip */
+#define FL_SCHED_PHASE_DIAGONAL 1u /* fifo's queue */
+#define FL_SCHED_PHASE_CHUNK 2u    /* + chunk % 120: chunked re-noising of known frames */
+fl_rng_addr fl_sched_addr(uint32_t stream, int64_t id, uint32_t phase, uint32_t step);
+
+/* Checks the fields of a setup; messages name the field. */
+fl_status fl_sched_setup_check(const fl_sched_setup *s, const char *who, fl_error *err);
+int32_t fl_sched_cond(const fl_sched_setup *s, int64_t frame);
+/* The level of step index idx, or setup->final for idx == -1. */
+fl_level fl_sched_level(const fl_sched_setup *s, const fl_level *levels, int idx);
+/* Pure noise for frame id (FRAME_NOISE stream, step 0): the same for every scheduler. */
+void fl_sched_frame_noise(const fl_sched_setup *s, int64_t id, float *out, int64_t n);
+
+/* Sampling of one clip of f frames over all S steps, every frame at one level, with the
+ * first `known` frames replaced at every step by given clean frames noised to the current
+ * level (the replacement method of chunked extension). One window per iteration. */
+typedef struct fl_clip {
+    const fl_sched_setup *setup;
+    const fl_level *levels;
+    int f;
+    int64_t fs;        /* floats per frame */
+    float *x, *out, *known_x, *noise;
+    fl_level *lv;
+    int32_t *cond, *pos;
+    uint8_t *write;
+    int64_t *id;
+    int known;
+    int64_t chunk;     /* which clip this is (addresses the re-noising of known frames) */
+    int step;          /* the step index the next iteration takes; -1 when finished */
+    fl_window win;
+    fl_tensor xt, outt;
+} fl_clip;
+
+fl_status fl_clip_init(fl_clip *c, const fl_sched_setup *setup, const fl_level *levels,
+                       fl_error *err);
+void fl_clip_free(fl_clip *c);
+/* Starts a clip whose frame j has output index first_id + j; frames [known, f) start from
+ * their pure noise; frames [0, known) are taken from c->known_x (clean) at every step. */
+void fl_clip_start(fl_clip *c, int64_t first_id, int known, int64_t chunk);
+fl_window *fl_clip_plan(fl_clip *c);
+fl_status fl_clip_apply(fl_clip *c, fl_error *err);
+static inline int fl_clip_done(const fl_clip *c)
+{
+    return c->step < 0;
+}
+static inline float *fl_clip_frame(const fl_clip *c, int j)
+{
+    return c->x + (int64_t)j * c->fs;
+}
+
+#endif
