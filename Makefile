@@ -52,7 +52,7 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 LIB := $(BUILD)/libfifolab.a
 
-.PHONY: all setup test asan test-asan run bench clean help FORCE
+.PHONY: all setup test asan test-asan run bench clean help fuzz FORCE
 .SECONDARY:
 
 # Quiet by default; V=1 shows the full commands.
@@ -65,8 +65,9 @@ help:
 	@echo "make setup      install missing Debian packages (apt-get; needs root)"
 	@echo "make test       set up, build and run every test suite"
 	@echo "make asan       the same suites under ASan + UBSan (build/asan)"
-	@echo "make run        set up, build and run the default command"
+	@echo "make run        set up, build and run the default experiment (runs/default/)"
 	@echo "make bench      benchmarks (ratios against the raw libraries, one run)"
+	@echo "make fuzz       fuzz the checkpoint parsers (clang libFuzzer + ASan/UBSan; FUZZ_SECONDS=20 per target)"
 	@echo "make clean      remove build outputs"
 	@echo "options: NO_CUDA=1, CUDA_ARCH='...', OPT='-O0 -g'"
 
@@ -147,8 +148,16 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 bench: $(BENCH_BIN)
 	@for b in $(BENCH_BIN); do $$b || exit 1; done
 
+# The default experiment: FIFO-Diffusion (lookahead, 4 partitions) on the Gaussian video
+# testbed, 256 frames, written to runs/default/ (preview.ppm, frames.f32, stats.tsv, ...).
+RUN_ARGS ?=
 run: fifolab
-	./fifolab backends
+	./fifolab generate --out runs/default $(RUN_ARGS)
+
+# Checkpoint-parser fuzzing (clang + libFuzzer, installed by fuzz/run.sh only when missing).
+FUZZ_SECONDS ?= 20
+fuzz:
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) sh fuzz/run.sh
 
 clean:
 	rm -rf build fifolab

@@ -43,6 +43,20 @@ double fl_engine_trace_rel(const fl_engine_trace *t, int p)
     return t->num[p] / t->den[p];
 }
 
+double fl_engine_trace_mean(const fl_engine_trace *t, int *count)
+{
+    double sum = 0;
+    int n = 0;
+    for (int p = 0; p < t->positions; p++)
+        if (t->count[p]) {
+            sum += fl_engine_trace_rel(t, p);
+            n++;
+        }
+    if (count)
+        *count = n;
+    return n ? sum / n : NAN;
+}
+
 /* splitmix64: the shuffle only has to be reproducible, not good. */
 static uint64_t mix(uint64_t *s)
 {

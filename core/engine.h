@@ -29,6 +29,9 @@ fl_status fl_engine_trace_init(fl_engine_trace *t, int positions, fl_error *err)
 void fl_engine_trace_free(fl_engine_trace *t);
 /* num[p] / den[p], or NaN where position p was never written. */
 double fl_engine_trace_rel(const fl_engine_trace *t, int p);
+/* The mean of fl_engine_trace_rel over the positions that were written; *count (may be
+ * NULL) gets how many. NaN when none was. */
+double fl_engine_trace_mean(const fl_engine_trace *t, int *count);
 
 typedef struct fl_engine_opts {
     /* When non-zero, windows are evaluated in an order shuffled by this seed (a test and

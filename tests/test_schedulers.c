@@ -546,20 +546,31 @@ static void test_mismatch_error_mechanism(void **state)
             assert_int_equal(fl_engine_trace_init(&tr, sch->positions, &err), FL_OK);
             fl_engine_opts eo = { 0, &tr, NULL, NULL };
             assert_int_equal(fl_engine_run(sch, d, NULL, &eo, NULL, &err), FL_OK);
-            double sum = 0;
             int cnt = 0;
-            for (int p = 0; p < tr.positions; p++)
-                if (tr.count[p]) {
-                    sum += fl_engine_trace_rel(&tr, p);
-                    cnt++;
-                }
+            err_of[i][la] = fl_engine_trace_mean(&tr, &cnt);
             assert_int_equal(cnt, 16 * n); /* every diagonal position, no context */
-            err_of[i][la] = sum / cnt;
             printf("# own mismatch, n=%d %-9s: mean relative eps error %.4f\n", n, a.planner->name, err_of[i][la]);
             fl_engine_trace_free(&tr);
             fl_scheduler_free(sch);
             free(lv);
         }
+    /* The exact model measured against itself: zero error at every written position. */
+    fl_denoiser *e = gauss(FL_GAUSS_EXACT, 0.95, 8, 1);
+    arm a = { "fifo", &fl_planner_lookahead, 2, FL_FIFO_INIT_CLIP, 0, 0, DDIM1, 16, 9 };
+    fl_level *lv;
+    fl_scheduler *sch = make_sched(e, &a, &lv, NULL);
+    fl_engine_trace tr;
+    fl_error err;
+    assert_int_equal(fl_engine_trace_init(&tr, sch->positions, &err), FL_OK);
+    fl_engine_opts eo = { 0, &tr, NULL, NULL };
+    assert_int_equal(fl_engine_run(sch, e, NULL, &eo, NULL, &err), FL_OK);
+    int cnt = 0;
+    assert_true(fl_engine_trace_mean(&tr, &cnt) == 0.0);
+    assert_int_equal(cnt, 32);
+    fl_engine_trace_free(&tr);
+    fl_scheduler_free(sch);
+    free(lv);
+    fl_denoiser_free(e);
     for (int la = 0; la < 2; la++) {
         assert_true(err_of[1][la] < err_of[0][la]);
         assert_true(err_of[2][la] < err_of[1][la]);
