@@ -12,12 +12,8 @@
 #include "core/engine.h"
 #include "core/experiment.h"
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "bench/bench.h"
+
 
 /* Builds an experiment from --set style overrides; exits on a bad one (a bench bug). */
 static void build(fl_cfg **cfg, fl_experiment *ex, const char *const *sets)
@@ -84,14 +80,14 @@ static long peak_rss_kib(long frames, double *secs)
         build(&cfg, &ex, sets);
         fl_frame_sink sink = { discard, NULL };
         fl_error err;
-        double t0 = now();
+        double t0 = bench_now();
         if (fl_engine_run(ex.scheduler, ex.model, &sink, NULL, NULL, &err))
             _exit(1);
         double res[2];
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         res[0] = (double)ru.ru_maxrss;
-        res[1] = now() - t0;
+        res[1] = bench_now() - t0;
         if (write(fd[1], res, sizeof res) != (ssize_t)sizeof res)
             _exit(1);
         _exit(0);

@@ -7,22 +7,9 @@
 #include "core/rng.h"
 #include "models/gauss.h"
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "bench/bench.h"
 
-static void sort(double *t, int n)
-{
-    for (int i = 1; i < n; i++) /* insertion sort: n is small */
-        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
-            double x = t[j];
-            t[j] = t[j - 1];
-            t[j - 1] = x;
-        }
-}
+
 
 #define REPS 41
 
@@ -59,15 +46,15 @@ int main(void)
         }
         double t[REPS];
         for (int r = -3; r < REPS; r++) { /* three warm-up calls */
-            double t0 = now();
+            double t0 = bench_now();
             if (fl_denoiser_eval(d, &x, lv, NULL, &out, &err)) {
                 fprintf(stderr, "bench_gauss: %s\n", fl_error_msg(&err));
                 return 1;
             }
             if (r >= 0)
-                t[r] = now() - t0;
+                t[r] = bench_now() - t0;
         }
-        sort(t, REPS);
+        bench_sort(t, REPS);
         printf("gauss %-5s window f=%d C=%d %dx%d: %.3f ms per call (median of %d; min %.3f)\n",
                fl_gauss_mismatch_name(mode), n, o.channels, o.height, o.width, 1e3 * t[REPS / 2], REPS,
                1e3 * t[0]);

@@ -8,22 +8,9 @@
 #include "core/rng.h"
 #include "ops/ops.h"
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "bench/bench.h"
 
-static void sort(double *t, int n)
-{
-    for (int i = 1; i < n; i++) /* insertion sort: n is small */
-        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
-            double x = t[j];
-            t[j] = t[j - 1];
-            t[j - 1] = x;
-        }
-}
+
 
 /* Medians of `reps` timings of f(ctx) and g(ctx), taken alternately so that drift in the
  * machine's speed hits both alike. */
@@ -36,15 +23,15 @@ static void median_pair(bench_fn f, bench_fn g, void *ctx, int reps, double *tf,
     f(ctx); /* warm-up */
     g(ctx);
     for (int i = 0; i < reps; i++) {
-        double t0 = now();
+        double t0 = bench_now();
         f(ctx);
-        double t1 = now();
+        double t1 = bench_now();
         g(ctx);
         a[i] = t1 - t0;
-        b[i] = now() - t1;
+        b[i] = bench_now() - t1;
     }
-    sort(a, reps);
-    sort(b, reps);
+    bench_sort(a, reps);
+    bench_sort(b, reps);
     *tf = a[reps / 2];
     *tg = b[reps / 2];
 }

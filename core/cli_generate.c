@@ -75,7 +75,7 @@ static void pixel(const gen_sink *g, const float *frame, int y, int x, unsigned 
         rgb[c] = to_byte(frame[(g->C >= 3 ? c : 0) * hw + (int64_t)y * g->W + x]);
 }
 
-static fl_status write_ppm(const gen_sink *g, const char *path, const unsigned char *rgb, int h,
+static fl_status write_ppm(const char *path, const unsigned char *rgb, int h,
                            int w, fl_error *err)
 {
     FILE *f = fopen(path, "wb");
@@ -85,7 +85,6 @@ static fl_status write_ppm(const gen_sink *g, const char *path, const unsigned c
     size_t n = (size_t)h * (size_t)w * 3;
     int bad = fwrite(rgb, 1, n, f) != n;
     bad |= fclose(f) != 0;
-    (void)g;
     return bad ? fl_error_set(err, FL_E_IO, "%s: write failed", path) : FL_OK;
 }
 
@@ -140,7 +139,7 @@ static fl_status gen_put(void *ctx, int64_t index, const float *frame, int32_t c
             for (int x = 0; x < g->W; x++)
                 pixel(g, frame, y, x, rgb + 3 * ((size_t)y * (size_t)g->W + (size_t)x));
         snprintf(path, sizeof path, "%s/frame_%06lld.ppm", g->dir, (long long)index);
-        fl_status st = write_ppm(g, path, rgb, g->H, g->W, err);
+        fl_status st = write_ppm(path, rgb, g->H, g->W, err);
         free(rgb);
         if (st)
             return st;
@@ -362,7 +361,7 @@ int fl_cmd_generate(int argc, char **argv)
             (long long)es.emitted, g.C, g.H, g.W);
     fclose(hf);
     snprintf(path, sizeof path, "%s/preview.ppm", dir);
-    if (write_ppm(&g, path, g.montage, MONTAGE_ROWS * g.H, MONTAGE_COLS * g.W, &err))
+    if (write_ppm(path, g.montage, MONTAGE_ROWS * g.H, MONTAGE_COLS * g.W, &err))
         goto done;
     if (ex.oracle) {
         snprintf(path, sizeof path, "%s/oracle.tsv", dir);
