@@ -11,15 +11,22 @@ DEPS_STAMP := $(BUILD)/.deps-ok
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpedantic \
         -Wpointer-arith -Wcast-align -Wwrite-strings -Wundef -Wvla -Werror
 OPT ?= -O2 -g
-PKGS := openblas lapacke fftw3 fftw3f cmocka libcjson libzip
+PKGS := openblas lapacke fftw3 fftw3f cmocka libcjson libzip lua5.4 hdf5
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 GIT_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 GIT_DIRTY := $(shell test -n "$$(git status --porcelain --untracked-files=no 2>/dev/null)" && echo 1 || echo 0)
 CFLAGS_ALL = -std=c11 -I. -D_POSIX_C_SOURCE=200809L $(OPT) $(WARN) $(PKG_CFLAGS) $(SAN) \
              -DFL_VERSION='"$(VERSION)"' \
-             $(CUDA_DEFS) $(CFLAGS)
-LDLIBS_ALL = $(PKG_LIBS) -lfftw3f_threads -lfftw3_threads -lpthread -lm $(CUDA_LIBS) $(LDLIBS)
+             $(CUDA_DEFS) $(MPI_DEFS) $(CFLAGS)
+LDLIBS_ALL = $(PKG_LIBS) -lfftw3f_threads -lfftw3_threads -lpthread -lm $(CUDA_LIBS) $(MPI_LIBS) $(LDLIBS)
+
+# MPI (sweeps spread over ranks): built with Debian's OpenMPI when its pkg-config file is
+# there, unless NO_MPI=1; without it `fifolab run` is serial (and --index still works).
+# Recursive (=) so the check runs after the set-up step may have installed it.
+MPI_PC = $(if $(filter 1,$(NO_MPI)),,$(shell pkg-config --exists ompi-c 2>/dev/null && echo ompi-c))
+MPI_DEFS = $(if $(MPI_PC),-DFL_HAVE_MPI=1 $(shell pkg-config --cflags ompi-c))
+MPI_LIBS = $(if $(MPI_PC),$(shell pkg-config --libs ompi-c))
 
 # CUDA: built when nvcc is found (on PATH or in /usr/local/cuda), unless NO_CUDA=1.
 ifneq ($(NO_CUDA),1)
@@ -69,7 +76,7 @@ help:
 	@echo "make bench      benchmarks (ratios against the raw libraries, one run)"
 	@echo "make fuzz       fuzz the checkpoint parsers (clang libFuzzer + ASan/UBSan; FUZZ_SECONDS=20 per target)"
 	@echo "make clean      remove build outputs"
-	@echo "options: NO_CUDA=1, CUDA_ARCH='...', OPT='-O0 -g'"
+	@echo "options: NO_CUDA=1, NO_MPI=1, CUDA_ARCH='...', OPT='-O0 -g'"
 
 # Dependencies are checked before anything is compiled; the stamp is remade whenever
 # the package list in the script changes.

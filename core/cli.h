@@ -4,6 +4,12 @@
 #ifndef FL_CLI_H
 #define FL_CLI_H
 
-int fl_cmd_generate(int argc, char **argv);
+int fl_cmd_generate(int argc, char **argv);  /* core/cli_generate.c */
+int fl_cmd_run(int argc, char **argv);       /* core/cli_run.c */
+int fl_cmd_resume(int argc, char **argv);    /* core/cli_run.c */
+int fl_cmd_plan(int argc, char **argv);      /* core/cli_run.c */
+int fl_cmd_info(int argc, char **argv);      /* core/cli_info.c */
+int fl_cmd_summarize(int argc, char **argv); /* core/cli_info.c */
+int fl_cmd_fd(int argc, char **argv);        /* core/cli_fd.c */
 
 #endif

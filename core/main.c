@@ -21,7 +21,13 @@ static void usage(FILE *f)
             "Research framework for endless video generation with diffusion models.\n"
             "\n"
             "commands:\n"
-            "  generate    run one experiment (defaults + --set overrides) and write its frames\n"
+            "  run         run an experiment or sweep script (Lua) into run directories\n"
+            "  resume      continue an interrupted run from its saved state\n"
+            "  plan        list a sweep's points with their run ids and directories\n"
+            "  info        summarize a run file (config, status, frames, metrics)\n"
+            "  summarize   one comparison table of every run under a directory\n"
+            "  fd          Frechet distance (or --mmd) between two HDF5 feature sets\n"
+            "  generate    run the built-in experiment (defaults + --set) into plain files\n"
             "  backends    list the compute backends this build has and check each one\n"
             "  inspect     list the tensors, totals and metadata of a checkpoint file\n"
             "  version     print the version, git commit and build options\n"
@@ -203,12 +209,19 @@ int main(int argc, char **argv)
     }
     if (version)
         return cmd_version();
-    if (strcmp(cmd, "backends") == 0)
-        return cmd_backends(argc - 1, argv + 1);
-    if (strcmp(cmd, "inspect") == 0)
-        return cmd_inspect(argc - 1, argv + 1);
-    if (strcmp(cmd, "generate") == 0)
-        return fl_cmd_generate(argc - 1, argv + 1);
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } commands[] = {
+        { "run", fl_cmd_run },         { "resume", fl_cmd_resume },
+        { "plan", fl_cmd_plan },       { "info", fl_cmd_info },
+        { "summarize", fl_cmd_summarize }, { "fd", fl_cmd_fd },
+        { "generate", fl_cmd_generate }, { "backends", cmd_backends },
+        { "inspect", cmd_inspect },
+    };
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(cmd, commands[i].name) == 0)
+            return commands[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "fifolab: unknown command '%s' (run 'fifolab --help' for the list)\n", cmd);
     return 2;
 }

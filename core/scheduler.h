@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "core/denoiser.h"
+#include "core/state.h"
 #include "core/status.h"
 #include "core/tensor.h"
 
@@ -39,6 +40,15 @@ typedef struct fl_scheduler_vt {
      * enqueue fresh noise. */
     fl_status (*apply)(fl_scheduler *s, const fl_frame_sink *sink, fl_error *err);
     void (*free)(fl_scheduler *s);
+    /* Resume (DESIGN.md "Randomness"): save() puts everything that changes between
+     * iterations into st under names starting "sched/" (queue latents, step indices,
+     * conditions, ids, phase); the base fields total/emitted/iteration are saved by the
+     * engine. restore() is called on a scheduler freshly built from the same configuration,
+     * between iterations, and makes it continue exactly where the saved one stood: the frames
+     * emitted afterwards are bit-identical. A state of another shape or scheduler is an
+     * FL_E_INVALID error naming the entry. NULL: the scheduler cannot resume. */
+    fl_status (*save)(const fl_scheduler *s, fl_state *st, fl_error *err);
+    fl_status (*restore)(fl_scheduler *s, const fl_state *st, fl_error *err);
 } fl_scheduler_vt;
 
 /* Implementations embed this as their first member. emitted/total/iteration are kept by

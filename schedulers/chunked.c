@@ -58,7 +58,7 @@ static void chunked_free(fl_scheduler *s)
     free(c);
 }
 
-static const fl_scheduler_vt chunked_vt = { "chunked", chunked_plan, chunked_apply, chunked_free };
+static const fl_scheduler_vt chunked_vt = { "chunked", chunked_plan, chunked_apply, chunked_free, NULL, NULL };
 
 fl_status fl_chunked_new(const fl_sched_setup *s, int context, fl_scheduler **out, fl_error *err)
 {

@@ -199,7 +199,7 @@ static void fifo_free(fl_scheduler *sch)
     free(q);
 }
 
-static const fl_scheduler_vt fifo_vt = { "fifo", fifo_plan, fifo_apply, fifo_free };
+static const fl_scheduler_vt fifo_vt = { "fifo", fifo_plan, fifo_apply, fifo_free, NULL, NULL };
 
 const char *fl_fifo_init_name(fl_fifo_init i)
 {

@@ -43,7 +43,7 @@ static void full_free(fl_scheduler *s)
     free(f);
 }
 
-static const fl_scheduler_vt full_vt = { "full", full_plan, full_apply, full_free };
+static const fl_scheduler_vt full_vt = { "full", full_plan, full_apply, full_free, NULL, NULL };
 
 fl_status fl_full_new(const fl_sched_setup *s, fl_scheduler **out, fl_error *err)
 {
