@@ -46,7 +46,7 @@ static double mismatch_error(const char *mismatch, const char *rho, int n, const
     fl_error err;
     if (fl_engine_trace_init(&tr, ex.scheduler->positions, &err))
         exit(1);
-    fl_engine_opts eo = { 0, &tr, NULL, NULL };
+    fl_engine_opts eo = { .trace = &tr };
     if (fl_engine_run(ex.scheduler, ex.model, NULL, &eo, NULL, &err)) {
         fprintf(stderr, "bench_fifo: %s\n", fl_error_msg(&err));
         exit(1);

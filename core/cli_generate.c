@@ -334,7 +334,7 @@ int fl_cmd_generate(int argc, char **argv)
         goto done;
     progress_ctx pc = { quiet, isatty(2), { 0, 0 }, -1e9 };
     clock_gettime(CLOCK_MONOTONIC, &pc.t0);
-    fl_engine_opts eo = { 0, ex.oracle ? &trace : NULL, progress, &pc };
+    fl_engine_opts eo = { .trace = ex.oracle ? &trace : NULL, .progress = progress, .progress_ctx = &pc };
     fl_engine_stats es;
     fl_frame_sink sink = { gen_put, &g };
     if (!quiet)

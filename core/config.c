@@ -282,11 +282,16 @@ typedef struct sink {
     char *buf;
     size_t size, len;
     int failed;
+    void (*emit)(void *ctx, const char *p, size_t n); /* fl_cfg_emit: takes every piece */
+    void *ctx;
 } sink;
 
 static void out(sink *s, const char *p, size_t n)
 {
-    if (s->f) {
+    if (s->emit) {
+        if (n)
+            s->emit(s->ctx, p, n);
+    } else if (s->f) {
         if (n && fwrite(p, 1, n, s->f) != n)
             s->failed = 1;
     } else if (s->size && s->len < s->size - 1) {
@@ -473,7 +478,7 @@ static void w_path(sink *s, const fl_cfg *n)
  * MSG_PATH_MAX so that what follows it in a message always fits. */
 static const char *msg_path(char *buf, size_t size, const fl_cfg *n, const char *key, size_t len)
 {
-    sink s = { NULL, buf, size < MSG_PATH_MAX ? size : MSG_PATH_MAX, 0, 0 };
+    sink s = { NULL, buf, size < MSG_PATH_MAX ? size : MSG_PATH_MAX, 0, 0, NULL, NULL };
     w_path(&s, n);
     if (key) {
         if (s.len)
@@ -487,14 +492,14 @@ static const char *msg_path(char *buf, size_t size, const fl_cfg *n, const char 
 
 static const char *msg_value(char *buf, size_t size, const fl_cfg *v)
 {
-    sink s = { NULL, buf, size, 0, 0 };
+    sink s = { NULL, buf, size, 0, 0, NULL, NULL };
     w_node(&s, v, 0, 0, 1);
     return sink_clip(&s);
 }
 
 static const char *msg_accepted(char *buf, size_t size, const fl_cfg *t)
 {
-    sink s = { NULL, buf, size, 0, 0 };
+    sink s = { NULL, buf, size, 0, 0, NULL, NULL };
     if (!t || !t->acc_len)
         outs(&s, "none");
     for (size_t pos = 0; t && pos < t->acc_len; pos += strlen(t->acc + pos) + 1) {
@@ -546,7 +551,7 @@ fl_status fl_cfg_error(const fl_cfg *t, const char *key, fl_error *err, fl_statu
 size_t fl_cfg_path(const fl_cfg *n, char *buf, size_t size)
 {
     FL_ASSERT(n && (buf || !size));
-    sink s = { NULL, buf, size, 0, 0 };
+    sink s = { NULL, buf, size, 0, 0, NULL, NULL };
     w_path(&s, n);
     return sink_end(&s);
 }
@@ -554,7 +559,7 @@ size_t fl_cfg_path(const fl_cfg *n, char *buf, size_t size)
 size_t fl_cfg_format(const fl_cfg *n, unsigned flags, char *buf, size_t size)
 {
     FL_ASSERT(n && (buf || !size));
-    sink s = { NULL, buf, size, 0, 0 };
+    sink s = { NULL, buf, size, 0, 0, NULL, NULL };
     w_node(&s, n, 0, flags, 0);
     out(&s, "\n", 1);
     return sink_end(&s);
@@ -563,12 +568,22 @@ size_t fl_cfg_format(const fl_cfg *n, unsigned flags, char *buf, size_t size)
 fl_status fl_cfg_write(const fl_cfg *n, FILE *f, unsigned flags, fl_error *err)
 {
     FL_ASSERT(n && f);
-    sink s = { f, NULL, 0, 0, 0 };
+    sink s = { f, NULL, 0, 0, 0, NULL, NULL };
     w_node(&s, n, 0, flags, 0);
     out(&s, "\n", 1);
     if (s.failed || ferror(f))
         return fl_error_set(err, FL_E_IO, "config: writing the configuration failed");
     return FL_OK;
+}
+
+size_t fl_cfg_emit(const fl_cfg *n, unsigned flags,
+                   void (*emit)(void *ctx, const char *p, size_t len), void *ctx)
+{
+    FL_ASSERT(n && emit);
+    sink s = { NULL, NULL, 0, 0, 0, emit, ctx };
+    w_node(&s, n, 0, flags, 0);
+    out(&s, "\n", 1);
+    return s.len;
 }
 
 /* ---- text input -------------------------------------------------------------------------- */
@@ -952,6 +967,65 @@ static fl_status parse_failed(const parser *ps, const char *where, fl_error *err
                         ps->why, ps->col);
 }
 
+/* ---- copies ------------------------------------------------------------------------------ */
+
+/* Levels below n (0 for a scalar or an empty container). */
+static int height_of(const fl_cfg *n)
+{
+    int h = 0;
+    for (size_t i = 0; i < n->n_kids; i++) {
+        int k = height_of(n->kids[i]) + 1;
+        if (k > h)
+            h = k;
+    }
+    return h;
+}
+
+/* A copy of src's value under key [key, key+klen), from allocator a: values and their
+ * spelling (F_TEXT), not the reader records (accepted keys, used and default marks), so the
+ * copy reads as if freshly built. NULL when out of memory. Recursion is bounded by the
+ * tree's depth limit. */
+static fl_cfg *copy_node(const fl_allocator *a, const fl_cfg *src, const char *key, size_t klen)
+{
+    fl_cfg *c = node_new(a, src->type, key, klen);
+    if (!c)
+        return NULL;
+    c->b = src->b;
+    c->num = src->num;
+    c->flags = src->flags & F_TEXT;
+    if (src->str) {
+        c->str = str_dup(a, src->str, src->str_len);
+        if (!c->str) {
+            node_free(c);
+            return NULL;
+        }
+        c->str_len = src->str_len;
+    }
+    if (src->n_kids && kids_reserve(c, src->n_kids)) {
+        node_free(c);
+        return NULL;
+    }
+    for (size_t i = 0; i < src->n_kids; i++) {
+        const fl_cfg *k = src->kids[i];
+        fl_cfg *kc = copy_node(a, k, k->key, k->key_len);
+        if (!kc) {
+            node_free(c);
+            return NULL;
+        }
+        attach(c, kc);
+    }
+    return c;
+}
+
+fl_cfg *fl_cfg_copy(const fl_cfg *t, const fl_allocator *alloc)
+{
+    FL_ASSERT(t && (t->type == FL_CFG_TABLE || (t->type == FL_CFG_LIST && !t->n_kids)));
+    fl_cfg *c = copy_node(alloc ? alloc : fl_allocator_default(), t, "", 0);
+    if (c)
+        c->type = FL_CFG_TABLE; /* an empty list root is an empty table */
+    return c;
+}
+
 /* ---- building ---------------------------------------------------------------------------- */
 
 fl_cfg *fl_cfg_new(const fl_allocator *alloc)
@@ -1022,9 +1096,11 @@ static void finish_conversions(fl_cfg *t, const char *path, size_t plen, int rev
     }
 }
 
-static fl_status set_n(fl_cfg *t, const char *path, size_t plen, const char *text, fl_error *err)
+/* Sets path to the value `text` parses to or, when src is not NULL, to a copy of src. */
+static fl_status set_n(fl_cfg *t, const char *path, size_t plen, const char *text,
+                       const fl_cfg *src, fl_error *err)
 {
-    FL_ASSERT(t && path && text);
+    FL_ASSERT(t && path && (text || src));
     char where[FL_ERRMSG_MAX];
     if (!as_table(t))
         return fl_cfg_error(t, NULL, err, FL_E_INVALID, "cannot set keys in a %s",
@@ -1072,12 +1148,27 @@ static fl_status set_n(fl_cfg *t, const char *path, size_t plen, const char *tex
     const char *last = pend;
     while (last > path && last[-1] != '.')
         last--;
-    parser ps = { t->alloc, text, text, text + strlen(text), FL_CFG_MAX_DEPTH - d0 - (int)nseg,
-                  FL_OK, NULL, 0 };
-    fl_cfg *head = parse_text(&ps, last, (size_t)(pend - last));
-    if (!head) {
-        st = parse_failed(&ps, msg_path(where, sizeof where, t, path, plen), err);
-        goto fail;
+    fl_cfg *head;
+    if (src) {
+        if (height_of(src) > FL_CFG_MAX_DEPTH - d0 - (int)nseg) {
+            st = fl_error_set(err, FL_E_INVALID, "%s: nested too deeply (more than %d levels)",
+                              msg_path(where, sizeof where, t, path, plen), FL_CFG_MAX_DEPTH);
+            goto fail;
+        }
+        head = copy_node(t->alloc, src, last, (size_t)(pend - last));
+        if (!head) {
+            st = fl_error_set(err, FL_E_NOMEM, "%s: out of memory",
+                              msg_path(where, sizeof where, t, path, plen));
+            goto fail;
+        }
+    } else {
+        parser ps = { t->alloc, text, text, text + strlen(text),
+                      FL_CFG_MAX_DEPTH - d0 - (int)nseg, FL_OK, NULL, 0 };
+        head = parse_text(&ps, last, (size_t)(pend - last));
+        if (!head) {
+            st = parse_failed(&ps, msg_path(where, sizeof where, t, path, plen), err);
+            goto fail;
+        }
     }
     while (last > seg) {
         const char *e = last - 1, *s = e; /* the key before `last` is [s, e) */
@@ -1109,8 +1200,14 @@ fail:
 
 fl_status fl_cfg_set(fl_cfg *t, const char *path, const char *text, fl_error *err)
 {
-    FL_ASSERT(path);
-    return set_n(t, path, strlen(path), text, err);
+    FL_ASSERT(path && text);
+    return set_n(t, path, strlen(path), text, NULL, err);
+}
+
+fl_status fl_cfg_set_copy(fl_cfg *t, const char *path, const fl_cfg *value, fl_error *err)
+{
+    FL_ASSERT(path && value);
+    return set_n(t, path, strlen(path), NULL, value, err);
 }
 
 fl_status fl_cfg_set_arg(fl_cfg *t, const char *arg, fl_error *err)
@@ -1120,7 +1217,7 @@ fl_status fl_cfg_set_arg(fl_cfg *t, const char *arg, fl_error *err)
     if (!eq)
         return fl_error_set(err, FL_E_INVALID, "bad override \"%.200s\": expected key.path=value",
                             arg);
-    return set_n(t, arg, (size_t)(eq - arg), eq + 1, err);
+    return set_n(t, arg, (size_t)(eq - arg), eq + 1, NULL, err);
 }
 
 fl_status fl_cfg_merge_text(fl_cfg *t, const char *text, fl_error *err)
@@ -1514,7 +1611,7 @@ fl_status fl_cfg_str(fl_cfg *t, const char *key, const char *def, const char **o
 
 static const char *join_names(char *buf, size_t size, const char *const *names)
 {
-    sink s = { NULL, buf, size, 0, 0 };
+    sink s = { NULL, buf, size, 0, 0, NULL, NULL };
     for (size_t i = 0; names[i]; i++) {
         if (i)
             out(&s, ", ", 2);

@@ -50,6 +50,11 @@ void fl_cfg_free(fl_cfg *root);
 fl_status fl_cfg_set(fl_cfg *t, const char *path, const char *text, fl_error *err);
 /* The same from one "path=value" argument (split at the first '='). */
 fl_status fl_cfg_set_arg(fl_cfg *t, const char *arg, fl_error *err);
+/* Sets the dotted `path` below table `t` as fl_cfg_set does (same path rules, selector
+ * conversion, in-place replacement, atomic on error), to a copy of `value`: any node of any
+ * tree (not one on `path` itself), copied as fl_cfg_copy copies. For sweeps: an axis value,
+ * a number or a whole module table, set at its key path. */
+fl_status fl_cfg_set_copy(fl_cfg *t, const char *path, const fl_cfg *value, fl_error *err);
 /* Parses `text`, a Lua table constructor {k = v, ...} as fl_cfg_write prints it, and sets
  * each of its top-level keys into table `t` as fl_cfg_set would (replacing, in place).
  * On any error the tree is left as it was. */
@@ -75,6 +80,13 @@ fl_status fl_cfg_push_num(fl_cfg *list, double v, fl_error *err);
 fl_status fl_cfg_push_str(fl_cfg *list, const char *s, fl_error *err);
 fl_status fl_cfg_push_table(fl_cfg *list, fl_cfg **out, fl_error *err);
 fl_status fl_cfg_push_list(fl_cfg *list, fl_cfg **out, fl_error *err);
+
+/* A new root (from `alloc`, NULL: the default allocator) holding a deep copy of table `t`
+ * (a root or any table in a tree; an empty list counts as an empty table): every value with
+ * its type and spelling (a --set number keeps its text), keys in the same order. Reader
+ * records (accepted keys, used and default marks) are not copied: the copy reads as if
+ * freshly built, so it can be resolved again. NULL when out of memory. */
+fl_cfg *fl_cfg_copy(const fl_cfg *t, const fl_allocator *alloc);
 
 /* ---- lookups (no marks, no defaults) ---------------------------------------------------- */
 
@@ -168,5 +180,9 @@ enum { FL_CFG_MARK_DEFAULTS = 1u };
  * full length, as snprintf does; fl_cfg_write returns FL_E_IO when the stream fails. */
 size_t fl_cfg_format(const fl_cfg *n, unsigned flags, char *buf, size_t size);
 fl_status fl_cfg_write(const fl_cfg *n, FILE *f, unsigned flags, fl_error *err);
+/* The same text handed to `emit` piece by piece (no allocation, no size limit: for hashing a
+ * configuration, fl_run_id); returns the full length. */
+size_t fl_cfg_emit(const fl_cfg *n, unsigned flags,
+                   void (*emit)(void *ctx, const char *p, size_t len), void *ctx);
 
 #endif

@@ -100,7 +100,7 @@ fl_status fl_engine_run(fl_scheduler *s, fl_denoiser *d, const fl_frame_sink *si
     static const fl_engine_opts none = { 0 };
     if (!opts)
         opts = &none;
-    fl_engine_stats st = { 0 };
+    fl_engine_stats st = opts->start ? *opts->start : (fl_engine_stats){ 0 };
     fl_status rc = FL_OK;
     int *order = NULL;
     int order_cap = 0;
@@ -156,6 +156,8 @@ fl_status fl_engine_run(fl_scheduler *s, fl_denoiser *d, const fl_frame_sink *si
         st.emitted = s->emitted;
         if (opts->progress && s->emitted != before)
             opts->progress(opts->progress_ctx, s, &st);
+        if (opts->after_iteration && (rc = opts->after_iteration(opts->after_ctx, s, &st, err)))
+            goto done;
     }
 done:
     free(order);

@@ -42,6 +42,15 @@ typedef struct fl_engine_opts {
     /* Called after every iteration that emitted frames (progress output). */
     void (*progress)(void *ctx, const fl_scheduler *s, const fl_engine_stats *st);
     void *progress_ctx;
+    /* Called after every iteration (after apply, so between iterations: the moment a
+     * scheduler may be saved). A non-OK status stops the loop and is returned: this is how
+     * checkpoints and signals (FL_E_INTERRUPTED) reach the loop. */
+    fl_status (*after_iteration)(void *ctx, fl_scheduler *s, const fl_engine_stats *st,
+                                 fl_error *err);
+    void *after_ctx;
+    /* Totals of an earlier part of the same run (resume): counting continues from them.
+     * NULL: from zero. */
+    const fl_engine_stats *start;
 } fl_engine_opts;
 
 /* Runs s with d until s has emitted all its frames, handing each to sink. opts may be

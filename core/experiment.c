@@ -163,16 +163,18 @@ fl_status fl_experiment_build(fl_cfg *cfg, fl_experiment *ex, fl_error *err)
 {
     memset(ex, 0, sizeof *ex);
     fl_status st;
-    long seed, frames;
+    long seed, frames, snapshots;
     const char *mname, *sname;
     fl_cfg *mt, *st_t;
     if ((st = fl_cfg_str(cfg, "name", "default", &ex->name, err)) ||
         (st = fl_cfg_int(cfg, "seed", 1, 0, LONG_MAX, &seed, err)) ||
         (st = fl_cfg_int(cfg, "frames", 256, 1, INT32_MAX, &frames, err)) ||
-        (st = fl_cfg_bool(cfg, "oracle", 0, &ex->oracle, err)))
+        (st = fl_cfg_bool(cfg, "oracle", 0, &ex->oracle, err)) ||
+        (st = fl_cfg_int(cfg, "snapshots", 0, 0, INT32_MAX, &snapshots, err)))
         return st;
     ex->seed = (uint64_t)seed;
     ex->frames = frames;
+    ex->snapshot_every = (int)snapshots;
     if ((st = fl_cfg_module(cfg, "model", "gauss", &mname, &mt, err)) ||
         (st = check_name(cfg, "model", mname, model_names, err)) ||
         (st = build_gauss(mt, &ex->model, err)))

@@ -19,6 +19,7 @@ typedef struct fl_experiment {
     int steps;             /* S */
     fl_level *levels;      /* [steps], owned */
     int oracle;            /* record the per-position error against the exact model */
+    int snapshot_every;    /* queue snapshots in the run file every K iterations (0: none) */
 } fl_experiment;
 
 /* Reads every key it knows from cfg (recording defaults, so cfg becomes the resolved

@@ -196,6 +196,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    fl_cli_git_commit = FL_GIT_COMMIT;
+    fl_cli_git_dirty = FL_GIT_DIRTY;
     const char *cmd = argv[1];
     bool help = strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0;
     bool version = strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0;

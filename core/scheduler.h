@@ -40,20 +40,26 @@ typedef struct fl_scheduler_vt {
      * enqueue fresh noise. */
     fl_status (*apply)(fl_scheduler *s, const fl_frame_sink *sink, fl_error *err);
     void (*free)(fl_scheduler *s);
-    /* Resume (DESIGN.md "Randomness"): save() puts everything that changes between
-     * iterations into st under names starting "sched/" (queue latents, step indices,
-     * conditions, ids, phase); the base fields total/emitted/iteration are saved by the
-     * engine. restore() is called on a scheduler freshly built from the same configuration,
-     * between iterations, and makes it continue exactly where the saved one stood: the frames
-     * emitted afterwards are bit-identical. A state of another shape or scheduler is an
-     * FL_E_INVALID error naming the entry. NULL: the scheduler cannot resume. */
+    /* Resume (DESIGN.md "Randomness"; docs/schedulers.md "Resume"): save() puts everything
+     * that changes between iterations into st under names starting "sched/" (queue latents,
+     * step indices, conditions, ids, phase), its own base counters emitted and iteration
+     * ("sched/emitted", "sched/iteration"), and what identifies it: "sched/kind" (vt->name),
+     * "sched/shape/..." (f, S, Q, frames, ...) and "sched/setup/..." (seed, sampler, levels).
+     * total is configuration and is not restored: it is checked. restore() is called on a
+     * scheduler freshly built from the same configuration, between iterations (after an
+     * apply, before the next plan), and makes it continue exactly where the saved one stood,
+     * base emitted and iteration included: the frames emitted afterwards are bit-identical.
+     * The engine neither saves nor sets the base fields. A state of another scheduler, shape or
+     * setup, or with an entry missing or out of range, is an FL_E_INVALID error naming the
+     * entry, and leaves s unchanged. NULL: the scheduler cannot resume. */
     fl_status (*save)(const fl_scheduler *s, fl_state *st, fl_error *err);
     fl_status (*restore)(fl_scheduler *s, const fl_state *st, fl_error *err);
 } fl_scheduler_vt;
 
-/* Implementations embed this as their first member. emitted/total/iteration are kept by
- * the implementation; the engine only reads them. positions is the number of queue
- * positions (for per-position traces), 0 when the scheduler has no queue. */
+/* Implementations embed this as their first member. emitted/total/iteration are kept (and
+ * emitted/iteration saved and restored) by the implementation; the engine only reads them.
+ * positions is the number of queue positions (for per-position traces), 0 when the
+ * scheduler has no queue. */
 struct fl_scheduler {
     const fl_scheduler_vt *vt;
     int64_t total;      /* frames to emit */

@@ -13,7 +13,13 @@
 typedef struct fl_script_limits {
     int64_t instructions; /* VM instructions before the script is stopped (0: default 1e8) */
     size_t memory;        /* bytes the Lua state may hold (0: default 256 MiB) */
+    uint64_t random_seed; /* math.random's seed, so scripts are reproducible; the CLI passes
+                             the --set seed when one is given, else 0 */
 } fl_script_limits;
+
+#define FL_SCRIPT_DEFAULT_INSTRUCTIONS 100000000
+#define FL_SCRIPT_DEFAULT_MEMORY ((size_t)256 << 20)
+#define FL_SCRIPT_MAX_INCLUDE_DEPTH 16 /* fl.include nesting */
 
 /* One axis of a sweep: `nkeys` dotted key paths that vary together; `values` is a list
  * node of `count` items; with one key each item is the key's value, with several keys each
@@ -45,10 +51,12 @@ typedef struct fl_script {
 } fl_script;
 
 /* Runs the script at `path` with limits (NULL: defaults) and fills *out (zeroed first). The
- * script must return fl.experiment{...} or fl.sweep{...}. Errors (file unreadable, Lua
- * syntax or runtime error with file:line, sandbox violation, limit hit, unknown module
- * name, wrong option type) are FL_E_INVALID/FL_E_IO with a message naming the file, line
- * or key. On error *out holds nothing to free (fl_script_free is still safe). */
+ * script must return fl.experiment{...} or fl.sweep{...}; an experiment (a sweep's base) is
+ * built once on a copy (fl_experiment_build), so bad options fail here. Errors (file
+ * unreadable, Lua syntax or runtime error with file:line, sandbox violation, limit hit,
+ * unknown module name, wrong option type) are FL_E_INVALID (FL_E_RANGE for an option out of
+ * its range, FL_E_IO for an unreadable file, FL_E_NOMEM) with a message naming the file,
+ * line or key. On error *out holds nothing to free (fl_script_free is still safe). */
 fl_status fl_script_load(const char *path, const fl_script_limits *limits, fl_script *out,
                          fl_error *err);
 /* The same from text; `name` stands for the file in messages and fl.include resolves

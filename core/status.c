@@ -20,6 +20,7 @@ const char *fl_status_str(fl_status s)
     case FL_E_RANGE: return "out of range";
     case FL_E_NUMERIC: return "numerical failure";
     case FL_E_UNSUPPORTED: return "unsupported operation";
+    case FL_E_INTERRUPTED: return "interrupted";
     }
     return "unknown status";
 }

@@ -16,7 +16,8 @@ typedef enum fl_status {
     FL_E_FORMAT = -7,      /* a file or text is malformed */
     FL_E_RANGE = -8,       /* a value or index is out of its range */
     FL_E_NUMERIC = -9,     /* a numerical failure: singular matrix, not positive definite, NaN */
-    FL_E_UNSUPPORTED = -10 /* the backend or build lacks this operation */
+    FL_E_UNSUPPORTED = -10, /* the backend or build lacks this operation */
+    FL_E_INTERRUPTED = -11  /* stopped on request (a signal); the work can be resumed */
 } fl_status;
 
 #define FL_ERRMSG_MAX 512

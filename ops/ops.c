@@ -2,6 +2,7 @@
  * hands normalised arguments to the backend's vtable. Also the backend registry. */
 #include "ops.h"
 
+#include <math.h>
 #include <string.h>
 
 #ifdef FL_HAVE_CUDA
@@ -706,4 +707,762 @@ fl_status fl_fft(fl_backend *be, fl_tensor *out, const fl_tensor *in, int ndims,
 fl_status fl_ifft(fl_backend *be, fl_tensor *out, const fl_tensor *in, int ndims, fl_error *err)
 {
     return fft_call(be, out, in, ndims, 1, err);
+}
+
+/* ---------------------------------------------------------------- neural-network ops */
+
+static const fl_dtype weight_types[] = { FL_F32, FL_F16, FL_BF16 };
+static const fl_dtype f32_only[] = { FL_F32 };
+
+/* An activation: on the device and f32. */
+static fl_status check_act(fl_backend *be, const char *op, const char *name, const fl_tensor *t,
+                           fl_error *err)
+{
+    fl_status st;
+    if ((st = check_tensor(be, op, name, t, err)))
+        return st;
+    return check_dtype_in(op, name, t, f32_only, 1, err);
+}
+
+/* An optional weight-like tensor (weight, bias, norm affine): NULL or a tensor with no
+ * storage is "absent"; otherwise on the device, f32/f16/bf16, with the given shape. */
+static fl_status check_param(fl_backend *be, const char *op, const char *name, const fl_tensor **t,
+                             int ndim, const int64_t *shape, fl_error *err)
+{
+    if (!*t || !(*t)->storage) {
+        *t = NULL;
+        return FL_OK;
+    }
+    fl_status st;
+    if ((st = check_tensor(be, op, name, *t, err)) ||
+        (st = check_dtype_in(op, name, *t, weight_types, 3, err)))
+        return st;
+    fl_tensor want = FL_TENSOR_NULL;
+    want.ndim = ndim;
+    want.dtype = (*t)->dtype;
+    memcpy(want.shape, shape, sizeof(int64_t) * (size_t)ndim);
+    char d1[96], d2[96];
+    if (!fl_tensor_same_shape(*t, &want))
+        return fl_error_set(err, FL_E_SHAPE, "%s: %s is %s, expected %s", op, name, desc(*t, d1, sizeof d1),
+                            desc(&want, d2, sizeof d2));
+    return FL_OK;
+}
+
+/* The output: writable, and overlapping none of the inputs (or only as their identical
+ * view where the op works in place). */
+static fl_status check_out(const char *op, const fl_tensor *out, const fl_tensor *const *ins,
+                           const char *const *names, int n, bool in_place_ok, fl_error *err)
+{
+    fl_status st;
+    if ((st = check_writable(op, "out", out, err)))
+        return st;
+    for (int i = 0; i < n; i++)
+        if (ins[i] && (st = check_alias(op, "out", out, names[i], ins[i], in_place_ok, err)))
+            return st;
+    return FL_OK;
+}
+
+static fl_status shape_is(const char *op, const char *name, const fl_tensor *t, int ndim,
+                          const int64_t *shape, fl_error *err)
+{
+    fl_tensor want = FL_TENSOR_NULL;
+    want.ndim = ndim;
+    want.dtype = t->dtype;
+    memcpy(want.shape, shape, sizeof(int64_t) * (size_t)ndim);
+    char d1[96], d2[96];
+    if (!fl_tensor_same_shape(t, &want))
+        return fl_error_set(err, FL_E_SHAPE, "%s: %s is %s, expected %s", op, name, desc(t, d1, sizeof d1),
+                            desc(&want, d2, sizeof d2));
+    return FL_OK;
+}
+
+fl_status fl_linear(fl_backend *be, fl_tensor *out, const fl_tensor *x, const fl_tensor *w,
+                    const fl_tensor *bias, fl_error *err)
+{
+    const char *op = "linear";
+    fl_status st;
+    char d1[96], d2[96];
+    if (!be->vt->linear)
+        return unsupported(be, op, err);
+    if ((st = check_act(be, op, "out", out, err)) || (st = check_act(be, op, "x", x, err)) ||
+        (st = check_tensor(be, op, "w", w, err)) ||
+        (st = check_dtype_in(op, "w", w, weight_types, 3, err)))
+        return st;
+    if (w->ndim != 2 || x->ndim < 1 || x->shape[x->ndim - 1] != w->shape[1])
+        return fl_error_set(err, FL_E_SHAPE, "linear: x %s does not match w %s (expected x [..., %lld] and w [N, K])",
+                            desc(x, d1, sizeof d1), desc(w, d2, sizeof d2),
+                            w->ndim == 2 ? (long long)w->shape[1] : -1LL);
+    int64_t shape[FL_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 1] = w->shape[0];
+    if ((st = shape_is(op, "out", out, x->ndim, shape, err)) ||
+        (st = check_param(be, op, "bias", &bias, 1, &w->shape[0], err)))
+        return st;
+    const fl_tensor *ins[3] = { x, w, bias };
+    const char *names[3] = { "x", "w", "bias" };
+    if ((st = check_out(op, out, ins, names, 3, false, err)))
+        return st;
+    return be->vt->linear(be, out, x, w, bias, err);
+}
+
+fl_conv_opts fl_conv_opts_make(int stride, int pad)
+{
+    fl_conv_opts o = { { stride, stride }, { pad, pad }, { pad, pad } };
+    return o;
+}
+
+/* Checks geometry `dim` of o for an input extent n and kernel k; gives the output extent. */
+static fl_status conv_extent(const char *op, const fl_conv_opts *o, int dim, int64_t n, int64_t k,
+                             int64_t *out, fl_error *err)
+{
+    const char *axis = dim ? "width" : (strcmp(op, "conv2d") == 0 ? "height" : "length");
+    if (o->stride[dim] < 1 || o->pad_lo[dim] < 0 || o->pad_hi[dim] < 0 || o->pad_lo[dim] > (1 << 24) ||
+        o->pad_hi[dim] > (1 << 24))
+        return fl_error_set(err, FL_E_INVALID, "%s: %s stride %d must be >= 1 and padding (%d, %d) in 0..2^24",
+                            op, axis, o->stride[dim], o->pad_lo[dim], o->pad_hi[dim]);
+    int64_t span = n + o->pad_lo[dim] + o->pad_hi[dim];
+    if (k < 1 || span < k)
+        return fl_error_set(err, FL_E_SHAPE, "%s: kernel %s %lld does not fit the padded input %s %lld",
+                            op, axis, (long long)k, axis, (long long)span);
+    *out = (span - k) / o->stride[dim] + 1;
+    return FL_OK;
+}
+
+fl_status fl_conv2d(fl_backend *be, fl_tensor *out, const fl_tensor *x, const fl_tensor *w,
+                    const fl_tensor *bias, fl_conv_opts o, fl_error *err)
+{
+    const char *op = "conv2d";
+    fl_status st;
+    char d1[96], d2[96];
+    if (!be->vt->conv2d)
+        return unsupported(be, op, err);
+    if ((st = check_act(be, op, "out", out, err)) || (st = check_act(be, op, "x", x, err)) ||
+        (st = check_tensor(be, op, "w", w, err)) ||
+        (st = check_dtype_in(op, "w", w, weight_types, 3, err)))
+        return st;
+    if (x->ndim != 4 || w->ndim != 4 || x->shape[1] != w->shape[1])
+        return fl_error_set(err, FL_E_SHAPE, "conv2d: x %s and w %s must be [B, C, H, W] and [O, C, KH, KW]",
+                            desc(x, d1, sizeof d1), desc(w, d2, sizeof d2));
+    int64_t shape[4] = { x->shape[0], w->shape[0], 0, 0 };
+    if ((st = conv_extent(op, &o, 0, x->shape[2], w->shape[2], &shape[2], err)) ||
+        (st = conv_extent(op, &o, 1, x->shape[3], w->shape[3], &shape[3], err)) ||
+        (st = shape_is(op, "out", out, 4, shape, err)) ||
+        (st = check_param(be, op, "bias", &bias, 1, &w->shape[0], err)))
+        return st;
+    const fl_tensor *ins[3] = { x, w, bias };
+    const char *names[3] = { "x", "w", "bias" };
+    if ((st = check_out(op, out, ins, names, 3, false, err)))
+        return st;
+    return be->vt->conv2d(be, out, x, w, bias, &o, err);
+}
+
+/* Common half of conv1d and the temporal conv: x5 [B, C, L, S1, S2], w3 [O, C, K]. */
+static fl_status conv_along(fl_backend *be, const char *op, fl_tensor *out5, const fl_tensor *x5,
+                            const fl_tensor *w3, const fl_tensor *bias, const fl_conv_opts *o,
+                            fl_error *err)
+{
+    fl_status st;
+    char d1[96], d2[96];
+    if (x5->shape[1] != w3->shape[1])
+        return fl_error_set(err, FL_E_SHAPE, "%s: x %s has %lld channels but w %s expects %lld", op,
+                            desc(x5, d1, sizeof d1), (long long)x5->shape[1], desc(w3, d2, sizeof d2),
+                            (long long)w3->shape[1]);
+    int64_t shape[5] = { x5->shape[0], w3->shape[0], 0, x5->shape[3], x5->shape[4] };
+    if ((st = conv_extent(op, o, 0, x5->shape[2], w3->shape[2], &shape[2], err)) ||
+        (st = shape_is(op, "out", out5, 5, shape, err)) ||
+        (st = check_param(be, op, "bias", &bias, 1, &w3->shape[0], err)))
+        return st;
+    const fl_tensor *ins[3] = { x5, w3, bias };
+    const char *names[3] = { "x", "w", "bias" };
+    if ((st = check_out(op, out5, ins, names, 3, false, err)))
+        return st;
+    return be->vt->conv1d(be, out5, x5, w3, bias, o, err);
+}
+
+/* A borrowed view of t (rank < 5) with size-1 dims appended up to rank 5. */
+static fl_tensor pad_rank5(const fl_tensor *t)
+{
+    fl_tensor v = *t;
+    for (int i = t->ndim; i < 5; i++) {
+        v.shape[i] = 1;
+        v.stride[i] = 1;
+    }
+    v.ndim = 5;
+    return v;
+}
+
+fl_status fl_conv1d(fl_backend *be, fl_tensor *out, const fl_tensor *x, const fl_tensor *w,
+                    const fl_tensor *bias, fl_conv_opts o, fl_error *err)
+{
+    const char *op = "conv1d";
+    fl_status st;
+    char d1[96], d2[96], d3[96];
+    if (!be->vt->conv1d)
+        return unsupported(be, op, err);
+    if ((st = check_act(be, op, "out", out, err)) || (st = check_act(be, op, "x", x, err)) ||
+        (st = check_tensor(be, op, "w", w, err)) ||
+        (st = check_dtype_in(op, "w", w, weight_types, 3, err)))
+        return st;
+    if (x->ndim != 3 || w->ndim != 3 || out->ndim != 3)
+        return fl_error_set(err, FL_E_SHAPE, "conv1d: x %s, w %s, out %s must be [B, C, L], [O, C, K], [B, O, Lo]",
+                            desc(x, d1, sizeof d1), desc(w, d2, sizeof d2), desc(out, d3, sizeof d3));
+    fl_tensor x5 = pad_rank5(x), o5 = pad_rank5(out);
+    return conv_along(be, op, &o5, &x5, w, bias, &o, err);
+}
+
+fl_status fl_conv_temporal(fl_backend *be, fl_tensor *out, const fl_tensor *x, const fl_tensor *w,
+                           const fl_tensor *bias, fl_conv_opts o, fl_error *err)
+{
+    const char *op = "conv_temporal";
+    fl_status st;
+    char d1[96], d2[96];
+    if (!be->vt->conv1d)
+        return unsupported(be, op, err);
+    if ((st = check_act(be, op, "out", out, err)) || (st = check_act(be, op, "x", x, err)) ||
+        (st = check_tensor(be, op, "w", w, err)) ||
+        (st = check_dtype_in(op, "w", w, weight_types, 3, err)))
+        return st;
+    bool w5 = w->ndim == 5 && w->shape[3] == 1 && w->shape[4] == 1;
+    if (x->ndim != 5 || out->ndim != 5 || !(w5 || w->ndim == 3))
+        return fl_error_set(err, FL_E_SHAPE,
+                            "conv_temporal: x %s and w %s must be [B, C, T, H, W] and [O, C, K, 1, 1] (or [O, C, K])",
+                            desc(x, d1, sizeof d1), desc(w, d2, sizeof d2));
+    fl_tensor w3 = *w; /* borrowed: the trailing 1x1 dropped */
+    w3.ndim = 3;
+    return conv_along(be, op, out, x, &w3, bias, &o, err);
+}
+
+fl_status fl_group_norm(fl_backend *be, fl_tensor *out, const fl_tensor *x, int groups,
+                        const fl_tensor *gamma, const fl_tensor *beta, double eps, int silu,
+                        fl_error *err)
+{
+    const char *op = "group_norm";
+    fl_status st;
+    char d1[96];
+    if (!be->vt->group_norm)
+        return unsupported(be, op, err);
+    if ((st = check_act(be, op, "out", out, err)) || (st = check_act(be, op, "x", x, err)) ||
+        (st = check_same_shape(op, "out", out, "x", x, err)))
+        return st;
+    if (x->ndim < 2)
+        return fl_error_set(err, FL_E_SHAPE, "group_norm: x %s must be [B, C, ...]", desc(x, d1, sizeof d1));
+    int64_t c = x->shape[1];
+    if (groups < 1 || c % groups != 0)
+        return fl_error_set(err, FL_E_INVALID, "group_norm: %d groups do not divide the %lld channels of x %s",
+                            groups, (long long)c, desc(x, d1, sizeof d1));
+    if (!(eps >= 0.0) || !isfinite(eps))
+        return fl_error_set(err, FL_E_INVALID, "group_norm: eps %g must be finite and >= 0", eps);
+    if ((st = check_param(be, op, "gamma", &gamma, 1, &c, err)) ||
+        (st = check_param(be, op, "beta", &beta, 1, &c, err)))
+        return st;
+    const fl_tensor *ins[3] = { x, gamma, beta };
+    const char *names[3] = { "x", "gamma", "beta" };
+    if ((st = check_out(op, out, ins, names, 1, true, err)) ||
+        (st = check_out(op, out, ins + 1, names + 1, 2, false, err)))
+        return st;
+    return be->vt->group_norm(be, out, x, groups, gamma, beta, eps, silu != 0, err);
+}
+
+static fl_status lastdim_norm(fl_backend *be, const char *op, fl_tensor *out, const fl_tensor *x,
+                              const fl_tensor **gamma, const fl_tensor **beta, double eps, fl_error *err)
+{
+    fl_status st;
+    char d1[96];
+    if ((st = check_act(be, op, "out", out, err)) || (st = check_act(be, op, "x", x, err)) ||
+        (st = check_same_shape(op, "out", out, "x", x, err)))
+        return st;
+    if (x->ndim < 1)
+        return fl_error_set(err, FL_E_SHAPE, "%s: x %s needs at least one dim", op, desc(x, d1, sizeof d1));
+    if (!(eps >= 0.0) || !isfinite(eps))
+        return fl_error_set(err, FL_E_INVALID, "%s: eps %g must be finite and >= 0", op, eps);
+    const int64_t *d = &x->shape[x->ndim - 1];
+    if ((st = check_param(be, op, "gamma", gamma, 1, d, err)) ||
+        (beta && (st = check_param(be, op, "beta", beta, 1, d, err))))
+        return st;
+    const fl_tensor *ins[3] = { x, *gamma, beta ? *beta : NULL };
+    const char *names[3] = { "x", "gamma", "beta" };
+    if ((st = check_out(op, out, ins, names, 1, true, err)) ||
+        (st = check_out(op, out, ins + 1, names + 1, 2, false, err)))
+        return st;
+    return FL_OK;
+}
+
+fl_status fl_layer_norm(fl_backend *be, fl_tensor *out, const fl_tensor *x, const fl_tensor *gamma,
+                        const fl_tensor *beta, double eps, fl_error *err)
+{
+    fl_status st;
+    if (!be->vt->layer_norm)
+        return unsupported(be, "layer_norm", err);
+    if ((st = lastdim_norm(be, "layer_norm", out, x, &gamma, &beta, eps, err)))
+        return st;
+    return be->vt->layer_norm(be, out, x, gamma, beta, eps, err);
+}
+
+fl_status fl_rms_norm(fl_backend *be, fl_tensor *out, const fl_tensor *x, const fl_tensor *gamma,
+                      double eps, fl_error *err)
+{
+    fl_status st;
+    if (!be->vt->rms_norm)
+        return unsupported(be, "rms_norm", err);
+    if ((st = lastdim_norm(be, "rms_norm", out, x, &gamma, NULL, eps, err)))
+        return st;
+    return be->vt->rms_norm(be, out, x, gamma, eps, err);
+}
+
+fl_status fl_activation(fl_backend *be, fl_act act, fl_tensor *out, const fl_tensor *in, fl_error *err)
+{
+    static const char *const names[FL_ACT_COUNT] = { "silu", "gelu", "gelu_tanh" };
+    if ((unsigned)act >= FL_ACT_COUNT)
+        return fl_error_set(err, FL_E_INVALID, "activation: unknown function %d", (int)act);
+    const char *op = names[act];
+    fl_status st;
+    char d1[96], d2[96];
+    if (!be->vt->activation)
+        return unsupported(be, op, err);
+    if ((st = check_act(be, op, "out", out, err)) || (st = check_act(be, op, "in", in, err)))
+        return st;
+    fl_tensor ex = FL_TENSOR_NULL;
+    if (fl_tensor_expand(&ex, in, out->ndim, out->shape, NULL))
+        return fl_error_set(err, FL_E_SHAPE, "%s: input %s does not broadcast to output %s", op,
+                            desc(in, d1, sizeof d1), desc(out, d2, sizeof d2));
+    if (!(st = check_writable(op, "out", out, err)) &&
+        !(st = check_alias(op, "out", out, "in", &ex, true, err)))
+        st = be->vt->activation(be, act, out, &ex, err);
+    fl_tensor_release(&ex);
+    return st;
+}
+
+fl_status fl_silu(fl_backend *be, fl_tensor *out, const fl_tensor *in, fl_error *err)
+{
+    return fl_activation(be, FL_ACT_SILU, out, in, err);
+}
+fl_status fl_gelu(fl_backend *be, fl_tensor *out, const fl_tensor *in, fl_error *err)
+{
+    return fl_activation(be, FL_ACT_GELU, out, in, err);
+}
+fl_status fl_gelu_tanh(fl_backend *be, fl_tensor *out, const fl_tensor *in, fl_error *err)
+{
+    return fl_activation(be, FL_ACT_GELU_TANH, out, in, err);
+}
+
+/* A borrowed rank-4 view of a rank-3 [N, L, D] tensor as [N, 1, L, D]. */
+static fl_tensor heads1(const fl_tensor *t)
+{
+    fl_tensor v = *t;
+    v.ndim = 4;
+    v.shape[3] = t->shape[2];
+    v.stride[3] = t->stride[2];
+    v.shape[2] = t->shape[1];
+    v.stride[2] = t->stride[1];
+    v.shape[1] = 1;
+    v.stride[1] = 0;
+    return v;
+}
+
+fl_status fl_attention(fl_backend *be, fl_tensor *out, const fl_tensor *q, const fl_tensor *k,
+                       const fl_tensor *v, const fl_tensor *mask, double scale, fl_error *err)
+{
+    const char *op = "attention";
+    fl_status st;
+    char d1[96], d2[96], d3[96];
+    if (!be->vt->attention)
+        return unsupported(be, op, err);
+    if ((st = check_act(be, op, "out", out, err)) || (st = check_act(be, op, "q", q, err)) ||
+        (st = check_act(be, op, "k", k, err)) || (st = check_act(be, op, "v", v, err)))
+        return st;
+    int r = q->ndim;
+    if ((r != 3 && r != 4) || k->ndim != r || v->ndim != r || out->ndim != r)
+        return fl_error_set(err, FL_E_SHAPE,
+                            "attention: q %s, k %s, v %s must all be [B, NH, L, D] (or all [N, L, D])",
+                            desc(q, d1, sizeof d1), desc(k, d2, sizeof d2), desc(v, d3, sizeof d3));
+    fl_tensor q4 = r == 3 ? heads1(q) : *q, k4 = r == 3 ? heads1(k) : *k, v4 = r == 3 ? heads1(v) : *v;
+    fl_tensor o4 = r == 3 ? heads1(out) : *out;
+    int64_t B = q4.shape[0], NH = q4.shape[1], Lq = q4.shape[2], D = q4.shape[3];
+    int64_t Lk = k4.shape[2], Dv = v4.shape[3];
+    if (k4.shape[3] != D || v4.shape[2] != Lk || D < 1)
+        return fl_error_set(err, FL_E_SHAPE,
+                            "attention: k %s must have q's head dim %lld (>= 1) and v %s k's length %lld",
+                            desc(k, d1, sizeof d1), (long long)D, desc(v, d2, sizeof d2), (long long)Lk);
+    int64_t oshape[4] = { B, NH, Lq, Dv }, kshape[4] = { B, NH, Lk, D }, vshape[4] = { B, NH, Lk, Dv };
+    if ((st = shape_is(op, "out", &o4, 4, oshape, err)))
+        return st;
+    fl_tensor ek = FL_TENSOR_NULL, ev = FL_TENSOR_NULL, em = FL_TENSOR_NULL;
+    if (fl_tensor_expand(&ek, &k4, 4, kshape, NULL) || fl_tensor_expand(&ev, &v4, 4, vshape, NULL)) {
+        st = fl_error_set(err, FL_E_SHAPE, "attention: batch dims of k %s and v %s do not broadcast to q %s",
+                          desc(k, d1, sizeof d1), desc(v, d2, sizeof d2), desc(q, d3, sizeof d3));
+        goto done;
+    }
+    if (mask && mask->storage) {
+        static const fl_dtype mask_types[] = { FL_F32, FL_U8 };
+        int64_t mshape[4] = { B, NH, Lq, Lk };
+        if ((st = check_tensor(be, op, "mask", mask, err)) ||
+            (st = check_dtype_in(op, "mask", mask, mask_types, 2, err)))
+            goto done;
+        fl_tensor m = *mask;
+        bool ok = mask->ndim <= r;
+        if (ok && r == 3) { /* broadcast to [N, Lq, Lk] first, then give it the heads dim */
+            fl_tensor m3 = FL_TENSOR_NULL;
+            ok = !fl_tensor_expand(&m3, mask, 3, (int64_t[3]){ B, Lq, Lk }, NULL);
+            if (ok) {
+                fl_tensor h = heads1(&m3);
+                ok = !fl_tensor_expand(&em, &h, 4, mshape, NULL);
+            }
+            fl_tensor_release(&m3);
+        } else if (ok) {
+            ok = !fl_tensor_expand(&em, &m, 4, mshape, NULL);
+        }
+        if (!ok) {
+            st = fl_error_set(err, FL_E_SHAPE, "attention: mask %s does not broadcast to the scores [%lld, %lld, %lld, %lld]",
+                              desc(mask, d1, sizeof d1), (long long)B, (long long)NH, (long long)Lq, (long long)Lk);
+            goto done;
+        }
+    }
+    const fl_tensor *ins[4] = { &q4, &ek, &ev, em.storage ? &em : NULL };
+    const char *names[4] = { "q", "k", "v", "mask" };
+    if ((st = check_out(op, &o4, ins, names, 4, false, err)))
+        goto done;
+    if (!(scale > 0.0) || !isfinite(scale))
+        scale = 1.0 / sqrt((double)D);
+    st = be->vt->attention(be, &o4, &q4, &ek, &ev, em.storage ? &em : NULL, scale, err);
+done:
+    fl_tensor_release(&ek);
+    fl_tensor_release(&ev);
+    fl_tensor_release(&em);
+    return st;
+}
+
+fl_status fl_timestep_embedding(fl_backend *be, fl_tensor *out, const fl_tensor *t, fl_temb_opts o,
+                                fl_error *err)
+{
+    const char *op = "timestep_embedding";
+    static const fl_dtype t_types[] = { FL_F32, FL_F64 };
+    fl_status st;
+    char d1[96], d2[96];
+    if (!be->vt->timestep_embedding)
+        return unsupported(be, op, err);
+    if ((st = check_act(be, op, "out", out, err)) || (st = check_tensor(be, op, "t", t, err)) ||
+        (st = check_dtype_in(op, "t", t, t_types, 2, err)))
+        return st;
+    if (t->ndim != 1 || out->ndim != 2 || out->shape[0] != t->shape[0] || out->shape[1] < 1)
+        return fl_error_set(err, FL_E_SHAPE, "timestep_embedding: t %s and out %s must be [N] and [N, dim >= 1]",
+                            desc(t, d1, sizeof d1), desc(out, d2, sizeof d2));
+    int64_t half = out->shape[1] / 2;
+    if (!(o.max_period > 0.0) || !isfinite(o.max_period) || !isfinite(o.freq_shift) ||
+        !isfinite(o.scale) || (half > 0 && (double)half - o.freq_shift <= 0.0))
+        return fl_error_set(err, FL_E_INVALID,
+                            "timestep_embedding: max_period %g must be > 0, and freq_shift %g below half the dim (%lld), scale %g finite",
+                            o.max_period, o.freq_shift, (long long)half, o.scale);
+    const fl_tensor *ins[1] = { t };
+    const char *names[1] = { "t" };
+    if ((st = check_out(op, out, ins, names, 1, false, err)))
+        return st;
+    return be->vt->timestep_embedding(be, out, t, &o, err);
+}
+
+fl_status fl_upsample_nearest(fl_backend *be, fl_tensor *out, const fl_tensor *x, fl_error *err)
+{
+    const char *op = "upsample_nearest";
+    fl_status st;
+    char d1[96], d2[96];
+    if (!be->vt->upsample_nearest)
+        return unsupported(be, op, err);
+    if ((st = check_act(be, op, "out", out, err)) || (st = check_act(be, op, "x", x, err)))
+        return st;
+    int n = x->ndim;
+    bool ok = n >= 2 && out->ndim == n;
+    for (int i = 0; ok && i < n - 2; i++)
+        ok = out->shape[i] == x->shape[i];
+    for (int i = n - 2; ok && i < n; i++)
+        ok = x->shape[i] == 0 ? out->shape[i] == 0
+                              : out->shape[i] >= x->shape[i] && out->shape[i] % x->shape[i] == 0;
+    if (!ok)
+        return fl_error_set(err, FL_E_SHAPE,
+                            "upsample_nearest: out %s must be x %s with its last two dims multiplied by whole factors",
+                            desc(out, d1, sizeof d1), desc(x, d2, sizeof d2));
+    const fl_tensor *ins[1] = { x };
+    const char *names[1] = { "x" };
+    if ((st = check_out(op, out, ins, names, 1, false, err)))
+        return st;
+    return be->vt->upsample_nearest(be, out, x, err);
+}
+
+/* Expands a f32 operand `t` to shape `like`; on error names it. */
+static fl_status expand_to(fl_backend *be, const char *op, const char *name, const fl_tensor *t,
+                           const fl_tensor *like, fl_tensor *ex, fl_error *err)
+{
+    fl_status st;
+    char d1[96], d2[96];
+    if ((st = check_act(be, op, name, t, err)))
+        return st;
+    if (fl_tensor_expand(ex, t, like->ndim, like->shape, NULL))
+        return fl_error_set(err, FL_E_SHAPE, "%s: %s %s does not broadcast to %s", op, name,
+                            desc(t, d1, sizeof d1), desc(like, d2, sizeof d2));
+    return FL_OK;
+}
+
+fl_status fl_modulate(fl_backend *be, fl_tensor *out, const fl_tensor *x, const fl_tensor *scale,
+                      const fl_tensor *shift, fl_error *err)
+{
+    const char *op = "modulate";
+    fl_status st;
+    if (!be->vt->modulate)
+        return unsupported(be, op, err);
+    if ((st = check_act(be, op, "out", out, err)) || (st = check_act(be, op, "x", x, err)) ||
+        (st = check_same_shape(op, "out", out, "x", x, err)))
+        return st;
+    fl_tensor es = FL_TENSOR_NULL, eh = FL_TENSOR_NULL;
+    if (!(st = expand_to(be, op, "scale", scale, x, &es, err)) &&
+        !(st = expand_to(be, op, "shift", shift, x, &eh, err))) {
+        const fl_tensor *ins[3] = { x, &es, &eh };
+        const char *names[3] = { "x", "scale", "shift" };
+        if (!(st = check_out(op, out, ins, names, 3, true, err)))
+            st = be->vt->modulate(be, out, x, &es, &eh, err);
+    }
+    fl_tensor_release(&es);
+    fl_tensor_release(&eh);
+    return st;
+}
+
+fl_status fl_gate_add(fl_backend *be, fl_tensor *out, const fl_tensor *res, const fl_tensor *gate,
+                      const fl_tensor *y, fl_error *err)
+{
+    const char *op = "gate_add";
+    fl_status st;
+    if (!be->vt->gate_add)
+        return unsupported(be, op, err);
+    if ((st = check_act(be, op, "out", out, err)) || (st = check_act(be, op, "res", res, err)) ||
+        (st = check_same_shape(op, "out", out, "res", res, err)))
+        return st;
+    fl_tensor eg = FL_TENSOR_NULL, ey = FL_TENSOR_NULL;
+    if (!(st = expand_to(be, op, "gate", gate, res, &eg, err)) &&
+        !(st = expand_to(be, op, "y", y, res, &ey, err))) {
+        const fl_tensor *ins[3] = { res, &eg, &ey };
+        const char *names[3] = { "res", "gate", "y" };
+        if (!(st = check_out(op, out, ins, names, 3, true, err)))
+            st = be->vt->gate_add(be, out, res, &eg, &ey, err);
+    }
+    fl_tensor_release(&eg);
+    fl_tensor_release(&ey);
+    return st;
+}
+
+fl_status fl_rope(fl_backend *be, fl_tensor *out, const fl_tensor *x, fl_rope_opts o, fl_error *err)
+{
+    const char *op = "rope";
+    fl_status st;
+    char d1[96];
+    if (!be->vt->rope)
+        return unsupported(be, op, err);
+    if ((st = check_act(be, op, "out", out, err)) || (st = check_act(be, op, "x", x, err)) ||
+        (st = check_same_shape(op, "out", out, "x", x, err)))
+        return st;
+    if (x->ndim != 4)
+        return fl_error_set(err, FL_E_SHAPE, "rope: x %s must be [B, L, NH, D]", desc(x, d1, sizeof d1));
+    int64_t tokens = 1, dims = 0;
+    for (int a = 0; a < 3; a++) {
+        if (o.grid[a] < 1 || o.grid[a] > (INT64_C(1) << 31) || o.dims[a] < 0 || o.dims[a] % 2 ||
+            o.pos0[a] < 0 || o.pos0[a] > (INT64_C(1) << 40))
+            return fl_error_set(err, FL_E_INVALID,
+                                "rope: axis %d has grid %lld (must be 1..2^31), dims %lld (even, >= 0), pos0 %lld (0..2^40)",
+                                a, (long long)o.grid[a], (long long)o.dims[a], (long long)o.pos0[a]);
+        tokens *= o.grid[a];
+        dims += o.dims[a];
+        if (tokens > x->shape[1])
+            break; /* refused below; stopping here keeps the product from overflowing */
+    }
+    if (tokens > x->shape[1] || dims > x->shape[3] || !(o.theta > 0.0) || !isfinite(o.theta))
+        return fl_error_set(err, FL_E_SHAPE,
+                            "rope: x %s has fewer tokens than the grid %lld x %lld x %lld, or a head dim below "
+                            "the rotated %lld, or theta %g is not > 0",
+                            desc(x, d1, sizeof d1), (long long)o.grid[0], (long long)o.grid[1],
+                            (long long)o.grid[2], (long long)dims, o.theta);
+    const fl_tensor *ins[1] = { x };
+    const char *names[1] = { "x" };
+    if ((st = check_out(op, out, ins, names, 1, true, err)))
+        return st;
+    return be->vt->rope(be, out, x, &o, err);
+}
+
+/* ---------------------------------------------------------------- layouts */
+
+fl_status fl_concat(fl_backend *be, fl_tensor *out, const fl_tensor *const *inputs, int n, int axis,
+                    fl_error *err)
+{
+    const char *op = "concat";
+    fl_status st;
+    char d1[96], d2[96];
+    if (!out || !out->storage || !inputs || n < 1)
+        return fl_error_set(err, FL_E_INVALID, "concat: needs an output and at least one input (got %d)", n);
+    if ((st = norm_axis(op, &axis, out->ndim, err)))
+        return st;
+    int64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        const fl_tensor *t = inputs[i];
+        if (!t || !t->storage)
+            return fl_error_set(err, FL_E_INVALID, "concat: input %d is an empty tensor", i);
+        bool ok = t->ndim == out->ndim;
+        for (int d = 0; ok && d < t->ndim; d++)
+            ok = d == axis || t->shape[d] == out->shape[d];
+        if (!ok)
+            return fl_error_set(err, FL_E_SHAPE, "concat: input %d %s does not fit out %s along axis %d", i,
+                                desc(t, d1, sizeof d1), desc(out, d2, sizeof d2), axis);
+        if ((st = check_alias(op, "out", out, "an input", t, false, err)))
+            return fl_error_prefix(err, "input %d", i);
+        total += t->shape[axis];
+    }
+    if (total != out->shape[axis])
+        return fl_error_set(err, FL_E_SHAPE, "concat: the inputs' sizes along axis %d add up to %lld but out %s has %lld",
+                            axis, (long long)total, desc(out, d1, sizeof d1), (long long)out->shape[axis]);
+    int64_t at = 0;
+    for (int i = 0; i < n; i++) {
+        fl_tensor part = *out; /* borrowed narrow view */
+        part.shape[axis] = inputs[i]->shape[axis];
+        part.offset = out->offset + at * out->stride[axis];
+        if (part.shape[axis] > 0 && (st = fl_copy(be, &part, inputs[i], err)))
+            return fl_error_prefix(err, "concat: input %d", i);
+        at += inputs[i]->shape[axis];
+    }
+    return FL_OK;
+}
+
+/* Borrowed 5-D view [B, F, C, H, W] of x (B F, C, H, W). */
+static fl_status split_frames(const char *op, const fl_tensor *x, int64_t frames, fl_tensor *v,
+                              fl_error *err)
+{
+    char d1[96];
+    if (!x || !x->storage || x->ndim != 4 || frames < 1 || x->shape[0] % frames != 0)
+        return fl_error_set(err, FL_E_SHAPE, "%s: x %s must be [B F, C, H, W] with B F a multiple of %lld frames",
+                            op, x && x->storage ? desc(x, d1, sizeof d1) : "(empty)", (long long)frames);
+    *v = *x;
+    v->ndim = 5;
+    for (int i = 4; i >= 2; i--) {
+        v->shape[i] = x->shape[i - 1];
+        v->stride[i] = x->stride[i - 1];
+    }
+    v->shape[0] = x->shape[0] / frames;
+    v->stride[0] = x->stride[0] * frames;
+    v->shape[1] = frames;
+    v->stride[1] = x->stride[0];
+    return FL_OK;
+}
+
+/* Borrowed 5-D view [B, H, W, F, C] of t (B H W, F, C), given H and W. */
+static fl_status split_pixels(const char *op, const fl_tensor *t, int64_t b, int64_t f, int64_t c,
+                              int64_t h, int64_t w, fl_tensor *v, fl_error *err)
+{
+    int64_t want[3] = { b * h * w, f, c };
+    fl_status st;
+    if (!t || !t->storage)
+        return fl_error_set(err, FL_E_INVALID, "%s: the tokens tensor is empty", op);
+    if ((st = shape_is(op, "tokens", t, 3, want, err)))
+        return st;
+    *v = *t;
+    v->ndim = 5;
+    v->shape[0] = b;
+    v->stride[0] = t->stride[0] * h * w;
+    v->shape[1] = h;
+    v->stride[1] = t->stride[0] * w;
+    v->shape[2] = w;
+    v->stride[2] = t->stride[0];
+    v->shape[3] = f;
+    v->stride[3] = t->stride[1];
+    v->shape[4] = c;
+    v->stride[4] = t->stride[2];
+    return FL_OK;
+}
+
+fl_status fl_frames_to_tokens(fl_backend *be, fl_tensor *out, const fl_tensor *x, int64_t frames,
+                              fl_error *err)
+{
+    const char *op = "frames_to_tokens";
+    fl_tensor xv, ov;
+    fl_status st;
+    if ((st = split_frames(op, x, frames, &xv, err)) ||
+        (st = split_pixels(op, out, xv.shape[0], frames, xv.shape[2], xv.shape[3], xv.shape[4], &ov, err)))
+        return st;
+    /* [B, F, C, H, W] -> [B, H, W, F, C] */
+    static const int perm[5] = { 0, 3, 4, 1, 2 };
+    fl_tensor p = xv;
+    for (int i = 0; i < 5; i++) {
+        p.shape[i] = xv.shape[perm[i]];
+        p.stride[i] = xv.stride[perm[i]];
+    }
+    return fl_copy(be, &ov, &p, err);
+}
+
+fl_status fl_tokens_to_frames(fl_backend *be, fl_tensor *out, const fl_tensor *x, int64_t frames,
+                              fl_error *err)
+{
+    const char *op = "tokens_to_frames";
+    fl_tensor ov, xv;
+    fl_status st;
+    if ((st = split_frames(op, out, frames, &ov, err)) ||
+        (st = split_pixels(op, x, ov.shape[0], frames, ov.shape[2], ov.shape[3], ov.shape[4], &xv, err)))
+        return st;
+    /* out [B, F, C, H, W] seen as [B, H, W, F, C] */
+    static const int perm[5] = { 0, 3, 4, 1, 2 };
+    fl_tensor p = ov;
+    for (int i = 0; i < 5; i++) {
+        p.shape[i] = ov.shape[perm[i]];
+        p.stride[i] = ov.stride[perm[i]];
+    }
+    return fl_copy(be, &p, &xv, err);
+}
+
+/* Borrowed views of a map m (N, C, H, W) and tokens t (N, H W, C), both as [N, H, W, C]. */
+static fl_status channel_views(const char *op, const fl_tensor *m, const fl_tensor *t, fl_tensor *mv,
+                               fl_tensor *tv, fl_error *err)
+{
+    char d1[96], d2[96];
+    if (!m || !m->storage || !t || !t->storage)
+        return fl_error_set(err, FL_E_INVALID, "%s: empty tensor", op);
+    if (m->ndim != 4 || t->ndim != 3 || t->shape[0] != m->shape[0] ||
+        t->shape[1] != m->shape[2] * m->shape[3] || t->shape[2] != m->shape[1])
+        return fl_error_set(err, FL_E_SHAPE, "%s: map %s and tokens %s must be (N, C, H, W) and (N, H W, C)",
+                            op, desc(m, d1, sizeof d1), desc(t, d2, sizeof d2));
+    static const int perm[4] = { 0, 2, 3, 1 };
+    *mv = *m;
+    for (int i = 0; i < 4; i++) {
+        mv->shape[i] = m->shape[perm[i]];
+        mv->stride[i] = m->stride[perm[i]];
+    }
+    *tv = *t;
+    tv->ndim = 4;
+    tv->shape[3] = t->shape[2];
+    tv->stride[3] = t->stride[2];
+    tv->shape[2] = m->shape[3];
+    tv->stride[2] = t->stride[1];
+    tv->shape[1] = m->shape[2];
+    tv->stride[1] = t->stride[1] * m->shape[3];
+    return FL_OK;
+}
+
+fl_status fl_channels_to_tokens(fl_backend *be, fl_tensor *out, const fl_tensor *x, fl_error *err)
+{
+    fl_tensor mv, tv;
+    fl_status st = channel_views("channels_to_tokens", x, out, &mv, &tv, err);
+    return st ? st : fl_copy(be, &tv, &mv, err);
+}
+
+fl_status fl_tokens_to_channels(fl_backend *be, fl_tensor *out, const fl_tensor *x, fl_error *err)
+{
+    fl_tensor mv, tv;
+    fl_status st = channel_views("tokens_to_channels", out, x, &mv, &tv, err);
+    return st ? st : fl_copy(be, &mv, &tv, err);
+}
+
+fl_status fl_view_frames_as_video(fl_tensor *out, const fl_tensor *x, int64_t frames, fl_error *err)
+{
+    fl_tensor v;
+    fl_status st = split_frames("view_frames_as_video", x, frames, &v, err);
+    if (st)
+        return st;
+    /* [B, F, C, H, W] -> [B, C, F, H, W] */
+    int64_t s = v.shape[1], t = v.stride[1];
+    v.shape[1] = v.shape[2];
+    v.stride[1] = v.stride[2];
+    v.shape[2] = s;
+    v.stride[2] = t;
+    fl_tensor_retain(out, &v);
+    return FL_OK;
 }

@@ -58,7 +58,32 @@ static void chunked_free(fl_scheduler *s)
     free(c);
 }
 
-static const fl_scheduler_vt chunked_vt = { "chunked", chunked_plan, chunked_apply, chunked_free, NULL, NULL };
+/* Resume: the clip (its chunk number included) is the whole state; between chunks the next
+ * clip has already started, with its known frames in known_x. */
+static fl_status chunked_save(const fl_scheduler *s, fl_state *st, fl_error *err)
+{
+    const chunked_sched *c = (const chunked_sched *)s;
+    fl_sched_dim dims[1] = { { "context", c->context } };
+    fl_status rc = fl_sched_save_base(s, &c->setup, dims, 1, st, err);
+    return rc ? rc : fl_clip_save(&c->clip, "sched/clip/", st, err);
+}
+
+static fl_status chunked_restore(fl_scheduler *s, const fl_state *st, fl_error *err)
+{
+    chunked_sched *c = (chunked_sched *)s;
+    fl_sched_dim dims[1] = { { "context", c->context } };
+    int64_t emitted, iteration;
+    fl_status rc;
+    if ((rc = fl_sched_check_base(s, &c->setup, dims, 1, st, &emitted, &iteration, err)) ||
+        (rc = fl_clip_restore(&c->clip, "sched/clip/", st, err)))
+        return rc;
+    c->chunk = c->clip.chunk;
+    s->emitted = emitted;
+    s->iteration = iteration;
+    return FL_OK;
+}
+
+static const fl_scheduler_vt chunked_vt = { "chunked", chunked_plan, chunked_apply, chunked_free, chunked_save, chunked_restore };
 
 fl_status fl_chunked_new(const fl_sched_setup *s, int context, fl_scheduler **out, fl_error *err)
 {

@@ -1,7 +1,8 @@
-/* Shared scheduler plumbing: setup checks, noise addressing, the clip sampler. */
+/* Shared scheduler plumbing: setup checks, noise addressing, the clip sampler, save/restore. */
 #include "schedulers/common.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -172,5 +173,295 @@ fl_status fl_clip_apply(fl_clip *c, fl_error *err)
             return st;
     }
     c->step--;
+    return FL_OK;
+}
+
+/* ---- resume ------------------------------------------------------------------------ */
+
+#define NAME_LEN (FL_STATE_NAME_MAX + 1)
+#define TEXT_SHOW 48 /* bytes of a saved text shown in a message */
+
+/* prefix + leaf; both come from code, so an overlong name is a programmer error. */
+static const char *entry_name(char *buf, const char *prefix, const char *leaf)
+{
+    int n = snprintf(buf, NAME_LEN, "%s%s", prefix, leaf);
+    FL_ASSERT(n > 0 && n < NAME_LEN);
+    return buf;
+}
+
+int fl_sched_id_ok(int64_t id)
+{
+    return id >= -1 - (int64_t)UINT32_MAX && id <= (int64_t)UINT32_MAX;
+}
+
+const void *fl_sched_entry(const fl_state *st, const char *name, fl_state_type t,
+                           int64_t count, fl_error *err)
+{
+    fl_state_type ft;
+    int64_t fc;
+    const void *v = fl_state_find(st, name, &ft, &fc);
+    if (!v) {
+        fl_error_set(err, FL_E_INVALID, "state: %s: missing", name);
+        return NULL;
+    }
+    if (ft != t || fc != count) {
+        fl_error_set(err, FL_E_INVALID, "state: %s: expected %lld %s values, found %lld %s", name,
+                     (long long)count, fl_state_type_name(t), (long long)fc, fl_state_type_name(ft));
+        return NULL;
+    }
+    return v;
+}
+
+fl_status fl_sched_get_int(const fl_state *st, const char *name, int64_t lo, int64_t hi,
+                           int64_t *v, fl_error *err)
+{
+    const int64_t *p = fl_sched_entry(st, name, FL_STATE_I64, 1, err);
+    if (!p)
+        return FL_E_INVALID;
+    if (*p < lo || *p > hi)
+        return fl_error_set(err, FL_E_INVALID, "state: %s: expected %lld .. %lld, found %lld", name,
+                            (long long)lo, (long long)hi, (long long)*p);
+    *v = *p;
+    return FL_OK;
+}
+
+fl_status fl_sched_put_text(fl_state *st, const char *name, const char *text, fl_error *err)
+{
+    return fl_state_put(st, name, FL_STATE_U8, text, (int64_t)strlen(text), err);
+}
+
+/* A saved text for a message: at most TEXT_SHOW bytes, anything unprintable as '?'. */
+static const char *show_text(char *buf, const uint8_t *p, int64_t n)
+{
+    int64_t k = n < TEXT_SHOW ? n : TEXT_SHOW;
+    for (int64_t i = 0; i < k; i++)
+        buf[i] = p[i] >= 32 && p[i] < 127 ? (char)p[i] : '?';
+    strcpy(buf + k, n > k ? "..." : "");
+    return buf;
+}
+
+/* Finds text entry `name`; sets *found to it, shown, for messages. 1 when it equals want. */
+static int text_is(const fl_state *st, const char *name, const char *want, char *found,
+                   fl_error *err, fl_status *rc)
+{
+    fl_state_type t;
+    int64_t n;
+    const uint8_t *p = fl_state_find(st, name, &t, &n);
+    *rc = FL_OK;
+    if (!p) {
+        *rc = fl_error_set(err, FL_E_INVALID, "state: %s: missing", name);
+        return 0;
+    }
+    if (t != FL_STATE_U8) {
+        *rc = fl_error_set(err, FL_E_INVALID, "state: %s: expected u8 text, found %s values", name,
+                           fl_state_type_name(t));
+        return 0;
+    }
+    show_text(found, p, n);
+    return n == (int64_t)strlen(want) && memcmp(p, want, (size_t)n) == 0;
+}
+
+fl_status fl_sched_check_text(const fl_state *st, const char *name, const char *what,
+                              const char *want, fl_error *err)
+{
+    char found[TEXT_SHOW + 4];
+    fl_status rc;
+    if (text_is(st, name, want, found, err, &rc) || rc)
+        return rc;
+    return fl_error_set(err, FL_E_INVALID, "state: %s: scheduler has %s %s, the saved state has %s %s",
+                        name, what, want, what, found);
+}
+
+/* The dims every scheduler has, then its own. */
+#define MAX_DIMS 32
+static int all_dims(const fl_scheduler *s, const fl_sched_setup *u, const fl_sched_dim *own,
+                    int nown, fl_sched_dim *d)
+{
+    FL_ASSERT(nown >= 0 && nown <= MAX_DIMS - 6);
+    int n = 0;
+    d[n++] = (fl_sched_dim){ "f", u->window };
+    d[n++] = (fl_sched_dim){ "C", u->channels };
+    d[n++] = (fl_sched_dim){ "H", u->height };
+    d[n++] = (fl_sched_dim){ "W", u->width };
+    d[n++] = (fl_sched_dim){ "S", u->steps };
+    d[n++] = (fl_sched_dim){ "frames", s->total };
+    for (int i = 0; i < nown; i++)
+        d[n++] = own[i];
+    return n;
+}
+
+static int64_t seed_of(const fl_sched_setup *u)
+{
+    return (int64_t)(((uint64_t)u->rng.key[1] << 32) | u->rng.key[0]);
+}
+
+static void level_f64(fl_level l, double *out)
+{
+    out[0] = l.t;
+    out[1] = l.alpha;
+    out[2] = l.sigma;
+}
+
+fl_status fl_sched_save_base(const fl_scheduler *s, const fl_sched_setup *setup,
+                             const fl_sched_dim *dims, int ndims, fl_state *st, fl_error *err)
+{
+    fl_sched_dim d[MAX_DIMS];
+    int nd = all_dims(s, setup, dims, ndims, d);
+    char nm[NAME_LEN];
+    fl_status rc;
+    if ((rc = fl_sched_put_text(st, "sched/kind", s->vt->name, err)))
+        return rc;
+    for (int i = 0; i < nd; i++)
+        if ((rc = fl_state_put_i64(st, entry_name(nm, "sched/shape/", d[i].name), d[i].value, err)))
+            return rc;
+    double sm[3] = { setup->sampler.kind, setup->sampler.eta, setup->param }, fin[3];
+    level_f64(setup->final, fin);
+    if ((rc = fl_state_put_i64(st, "sched/setup/seed", seed_of(setup), err)) ||
+        (rc = fl_state_put(st, "sched/setup/sampler", FL_STATE_F64, sm, 3, err)) ||
+        (rc = fl_state_put(st, "sched/setup/final", FL_STATE_F64, fin, 3, err)))
+        return rc;
+    double *lv = malloc((size_t)setup->steps * 3 * sizeof *lv);
+    if (!lv)
+        return fl_error_set(err, FL_E_NOMEM, "state: sched/setup/levels: %d levels", setup->steps);
+    for (int i = 0; i < setup->steps; i++)
+        level_f64(setup->levels[i], lv + 3 * i);
+    rc = fl_state_put(st, "sched/setup/levels", FL_STATE_F64, lv, 3 * (int64_t)setup->steps, err);
+    free(lv);
+    if (rc)
+        return rc;
+    if ((rc = fl_state_put_i64(st, "sched/emitted", s->emitted, err)) ||
+        (rc = fl_state_put_i64(st, "sched/iteration", s->iteration, err)))
+        return rc;
+    return FL_OK;
+}
+
+/* Bitwise: a resumed run is bit-identical only with bit-identical levels. */
+static int same_f64(const double *a, const double *b, int n)
+{
+    return memcmp(a, b, (size_t)n * sizeof *a) == 0;
+}
+
+static fl_status check_setup(const fl_scheduler *s, const fl_sched_setup *u, const fl_state *st,
+                             fl_error *err)
+{
+    const int64_t *seed = fl_sched_entry(st, "sched/setup/seed", FL_STATE_I64, 1, err);
+    if (!seed)
+        return FL_E_INVALID;
+    if (*seed != seed_of(u))
+        return fl_error_set(err, FL_E_INVALID, "state: sched/setup/seed: scheduler is %s with seed %llu, the saved state has seed %llu",
+                            s->vt->name, (unsigned long long)seed_of(u), (unsigned long long)*seed);
+    const double *sm = fl_sched_entry(st, "sched/setup/sampler", FL_STATE_F64, 3, err);
+    if (!sm)
+        return FL_E_INVALID;
+    double want[3] = { u->sampler.kind, u->sampler.eta, u->param };
+    if (!same_f64(sm, want, 3))
+        return fl_error_set(err, FL_E_INVALID,
+                            "state: sched/setup/sampler: scheduler has sampler %s (eta %g) on %s output, the saved state has sampler %d (eta %g) on output %d",
+                            fl_sampler_kind_name(u->sampler.kind), u->sampler.eta, fl_param_name(u->param),
+                            (int)sm[0], sm[1], (int)sm[2]);
+    const double *fin = fl_sched_entry(st, "sched/setup/final", FL_STATE_F64, 3, err);
+    if (!fin)
+        return FL_E_INVALID;
+    double l[3];
+    level_f64(u->final, l);
+    if (!same_f64(fin, l, 3))
+        return fl_error_set(err, FL_E_INVALID,
+                            "state: sched/setup/final: scheduler's final level is (t %g, alpha %g, sigma %g), the saved state's is (t %g, alpha %g, sigma %g)",
+                            l[0], l[1], l[2], fin[0], fin[1], fin[2]);
+    const double *lv = fl_sched_entry(st, "sched/setup/levels", FL_STATE_F64, 3 * (int64_t)u->steps, err);
+    if (!lv)
+        return FL_E_INVALID;
+    for (int i = 0; i < u->steps; i++) {
+        level_f64(u->levels[i], l);
+        if (!same_f64(lv + 3 * i, l, 3))
+            return fl_error_set(err, FL_E_INVALID,
+                                "state: sched/setup/levels: step %d of the scheduler is at (t %g, alpha %g, sigma %g), in the saved state at (t %g, alpha %g, sigma %g)",
+                                i, l[0], l[1], l[2], lv[3 * i], lv[3 * i + 1], lv[3 * i + 2]);
+    }
+    return FL_OK;
+}
+
+fl_status fl_sched_check_base(const fl_scheduler *s, const fl_sched_setup *setup,
+                              const fl_sched_dim *dims, int ndims, const fl_state *st,
+                              int64_t *emitted, int64_t *iteration, fl_error *err)
+{
+    char found[TEXT_SHOW + 4], nm[NAME_LEN];
+    fl_status rc;
+    if (!text_is(st, "sched/kind", s->vt->name, found, err, &rc))
+        return rc ? rc : fl_error_set(err, FL_E_INVALID, "state: sched/kind: scheduler is %s, the saved state is of %s",
+                                      s->vt->name, found);
+    fl_sched_dim d[MAX_DIMS];
+    int nd = all_dims(s, setup, dims, ndims, d);
+    for (int i = 0; i < nd; i++) {
+        entry_name(nm, "sched/shape/", d[i].name);
+        const int64_t *v = fl_sched_entry(st, nm, FL_STATE_I64, 1, err);
+        if (!v)
+            return FL_E_INVALID;
+        if (*v != d[i].value)
+            return fl_error_set(err, FL_E_INVALID, "state: %s: scheduler is %s with %s=%lld, the saved state has %s=%lld",
+                                nm, s->vt->name, d[i].name, (long long)d[i].value, d[i].name, (long long)*v);
+    }
+    if ((rc = check_setup(s, setup, st, err)) ||
+        (rc = fl_sched_get_int(st, "sched/emitted", 0, s->total, emitted, err)) ||
+        (rc = fl_sched_get_int(st, "sched/iteration", 0, INT64_MAX, iteration, err)))
+        return rc;
+    return FL_OK;
+}
+
+fl_status fl_clip_save(const fl_clip *c, const char *prefix, fl_state *st, fl_error *err)
+{
+    char nm[NAME_LEN];
+    fl_status rc;
+    if ((rc = fl_state_put_i64(st, entry_name(nm, prefix, "step"), c->step, err)) ||
+        (rc = fl_state_put_i64(st, entry_name(nm, prefix, "known"), c->known, err)) ||
+        (rc = fl_state_put_i64(st, entry_name(nm, prefix, "chunk"), c->chunk, err)) ||
+        (rc = fl_state_put(st, entry_name(nm, prefix, "id"), FL_STATE_I64, c->id, c->f, err)) ||
+        (rc = fl_state_put(st, entry_name(nm, prefix, "cond"), FL_STATE_I32, c->cond, c->f, err)) ||
+        (rc = fl_state_put(st, entry_name(nm, prefix, "x"), FL_STATE_F32, c->x, c->f * c->fs, err)) ||
+        (rc = fl_state_put(st, entry_name(nm, prefix, "known_x"), FL_STATE_F32, c->known_x,
+                           c->known * c->fs, err)))
+        return rc;
+    return FL_OK;
+}
+
+fl_status fl_clip_restore(fl_clip *c, const char *prefix, const fl_state *st, fl_error *err)
+{
+    FL_ASSERT(c->x); /* an initialised clip */
+    char nm[NAME_LEN];
+    int64_t step, known, chunk;
+    fl_status rc;
+    if ((rc = fl_sched_get_int(st, entry_name(nm, prefix, "step"), -1, c->setup->steps - 1, &step, err)) ||
+        (rc = fl_sched_get_int(st, entry_name(nm, prefix, "known"), 0, c->f - 1, &known, err)) ||
+        (rc = fl_sched_get_int(st, entry_name(nm, prefix, "chunk"), 0, INT64_MAX, &chunk, err)))
+        return rc;
+    const int64_t *id = fl_sched_entry(st, entry_name(nm, prefix, "id"), FL_STATE_I64, c->f, err);
+    if (!id)
+        return FL_E_INVALID;
+    for (int j = 0; j < c->f; j++)
+        if (!fl_sched_id_ok(id[j]))
+            return fl_error_set(err, FL_E_INVALID, "state: %s: frame id %lld (frame %d) is out of range",
+                                nm, (long long)id[j], j);
+    const int32_t *cond = fl_sched_entry(st, entry_name(nm, prefix, "cond"), FL_STATE_I32, c->f, err);
+    if (!cond)
+        return FL_E_INVALID;
+    const float *x = fl_sched_entry(st, entry_name(nm, prefix, "x"), FL_STATE_F32, c->f * c->fs, err);
+    if (!x)
+        return FL_E_INVALID;
+    const float *kx = fl_sched_entry(st, entry_name(nm, prefix, "known_x"), FL_STATE_F32, known * c->fs, err);
+    if (!kx)
+        return FL_E_INVALID;
+    /* Everything checked: commit. */
+    c->step = (int)step;
+    c->known = (int)known;
+    c->chunk = chunk;
+    memcpy(c->id, id, (size_t)c->f * sizeof *c->id);
+    memcpy(c->cond, cond, (size_t)c->f * sizeof *c->cond);
+    memcpy(c->x, x, (size_t)(c->f * c->fs) * sizeof(float));
+    if (known)
+        memcpy(c->known_x, kx, (size_t)(known * c->fs) * sizeof(float));
+    for (int j = 0; j < c->f; j++) {
+        c->pos[j] = -1;
+        c->write[j] = j >= c->known;
+    }
     return FL_OK;
 }

@@ -8,6 +8,7 @@
 #include "core/denoiser.h"
 #include "core/rng.h"
 #include "core/scheduler.h"
+#include "core/state.h"
 #include "schedulers/sampler.h"
 
 /* The inputs of a scheduler. levels[i] is step index i's level (i = 0 cleanest); a frame
@@ -83,5 +84,50 @@ static inline float *fl_clip_frame(const fl_clip *c, int j)
 {
     return c->x + (int64_t)j * c->fs;
 }
+
+/* ---- resume (core/scheduler.h save/restore; docs/schedulers.md "Resume") ----------- */
+
+/* A static dimension of a scheduler (f, Q, ...), saved as "sched/shape/<name>". */
+typedef struct fl_sched_dim {
+    const char *name;
+    int64_t value;
+} fl_sched_dim;
+
+/* Saves what every scheduler saves: "sched/kind" (s->vt->name as u8 text), its static
+ * shape "sched/shape/{f,C,H,W,S,frames}" plus the scheduler's own dims, the setup that fixes
+ * its numbers ("sched/setup/{seed,sampler,final,levels}") and the base counters
+ * "sched/emitted" and "sched/iteration". */
+fl_status fl_sched_save_base(const fl_scheduler *s, const fl_sched_setup *setup,
+                             const fl_sched_dim *dims, int ndims, fl_state *st, fl_error *err);
+/* Checks those entries against s, naming the first that differs ("state: sched/shape/Q:
+ * scheduler is fifo with Q=68, the saved state has Q=36"), and reads the counters into
+ * *emitted and *iteration (0 <= emitted <= total, iteration >= 0). Changes nothing. */
+fl_status fl_sched_check_base(const fl_scheduler *s, const fl_sched_setup *setup,
+                              const fl_sched_dim *dims, int ndims, const fl_state *st,
+                              int64_t *emitted, int64_t *iteration, fl_error *err);
+
+/* A text entry (u8, no terminator). check: FL_E_INVALID naming the entry when it is absent
+ * or is not `want` ("state: sched/planner: scheduler has planner lookahead, the saved state
+ * has planner partition"); `what` names the setting. */
+fl_status fl_sched_put_text(fl_state *st, const char *name, const char *text, fl_error *err);
+fl_status fl_sched_check_text(const fl_state *st, const char *name, const char *what,
+                              const char *want, fl_error *err);
+/* The values of entry `name` (owned by st) when it holds exactly `count` values of type t;
+ * otherwise NULL and an FL_E_INVALID error naming the entry, as fl_state_get (so a caller
+ * returns FL_E_INVALID: err may be NULL). */
+const void *fl_sched_entry(const fl_state *st, const char *name, fl_state_type t,
+                           int64_t count, fl_error *err);
+/* An i64 scalar entry in [lo, hi]; out of range is FL_E_INVALID naming the entry. */
+fl_status fl_sched_get_int(const fl_state *st, const char *name, int64_t lo, int64_t hi,
+                           int64_t *v, fl_error *err);
+/* Whether fl_sched_addr can address frame id (a restored id must not trip its assertion). */
+int fl_sched_id_ok(int64_t id);
+
+/* A clip's state under `prefix` (e.g. "sched/clip/"): step, known, chunk (i64), id [f] i64,
+ * cond [f] i32, x [f * fs] f32 and known_x [known * fs] f32. out, lv and noise are scratch
+ * (written before they are read), pos and write follow from known. restore checks every
+ * entry before it changes c, so on error c is as it was. */
+fl_status fl_clip_save(const fl_clip *c, const char *prefix, fl_state *st, fl_error *err);
+fl_status fl_clip_restore(fl_clip *c, const char *prefix, const fl_state *st, fl_error *err);
 
 #endif

@@ -123,6 +123,7 @@ static fl_status fifo_apply(fl_scheduler *sch, const fl_frame_sink *sink, fl_err
     if (q->in_clip) {
         if ((st = fl_clip_apply(&q->clip, err)))
             return st;
+        sch->iteration++; /* base-clip iterations count, as in full and chunked */
         if (fl_clip_done(&q->clip)) {
             fill_from_clip(q);
             q->in_clip = 0;
@@ -199,7 +200,121 @@ static void fifo_free(fl_scheduler *sch)
     free(q);
 }
 
-static const fl_scheduler_vt fifo_vt = { "fifo", fifo_plan, fifo_apply, fifo_free, NULL, NULL };
+/* Resume. The queue is saved in position order (head first), so the ring head is not state:
+ * restore puts position p in slot p. During the base clip the queue is not yet filled and
+ * only the clip is saved; afterwards the clip is finished and only the queue is saved. */
+static int fifo_dims(const fifo_sched *q, fl_sched_dim *d)
+{
+    d[0] = (fl_sched_dim){ "n", q->n };
+    d[1] = (fl_sched_dim){ "c", q->c };
+    d[2] = (fl_sched_dim){ "Q", q->Q };
+    d[3] = (fl_sched_dim){ "windows", q->nwin };
+    return 4;
+}
+
+/* The queue head first (position p, not ring slot p); any output may be NULL. */
+static void gather(const fifo_sched *q, float *x, int32_t *step, int64_t *id, int32_t *cond)
+{
+    for (int p = 0; p < q->Q; p++) {
+        int s = slot(q, p);
+        if (x)
+            memcpy(x + (int64_t)p * q->fs, q->buf + (int64_t)s * q->fs, (size_t)q->fs * sizeof *x);
+        if (step)
+            step[p] = q->idx[s];
+        if (id)
+            id[p] = q->id[s];
+        if (cond)
+            cond[p] = q->cond[s];
+    }
+}
+
+static fl_status fifo_save(const fl_scheduler *sch, fl_state *st, fl_error *err)
+{
+    const fifo_sched *q = (const fifo_sched *)sch;
+    fl_sched_dim dims[4];
+    int nd = fifo_dims(q, dims);
+    fl_status rc;
+    if ((rc = fl_sched_save_base(sch, &q->setup, dims, nd, st, err)) ||
+        (rc = fl_sched_put_text(st, "sched/planner", q->planner->name, err)) ||
+        (rc = fl_sched_put_text(st, "sched/init", fl_fifo_init_name(q->init), err)) ||
+        (rc = fl_state_put_i64(st, "sched/in_clip", q->in_clip, err)))
+        return rc;
+    if (q->in_clip)
+        return fl_clip_save(&q->clip, "sched/clip/", st, err);
+    float *x = malloc((size_t)q->Q * (size_t)q->fs * sizeof *x);
+    int64_t *id = malloc((size_t)q->Q * sizeof *id);
+    int32_t *step = malloc((size_t)q->Q * sizeof *step), *cond = malloc((size_t)q->Q * sizeof *cond);
+    if (!x || !id || !step || !cond) {
+        rc = fl_error_set(err, FL_E_NOMEM, "fifo: save: queue of %d frames", q->Q);
+        goto done;
+    }
+    gather(q, x, step, id, cond);
+    if (!(rc = fl_state_put(st, "sched/queue", FL_STATE_F32, x, (int64_t)q->Q * q->fs, err)) &&
+        !(rc = fl_state_put(st, "sched/id", FL_STATE_I64, id, q->Q, err)) &&
+        !(rc = fl_state_put(st, "sched/step", FL_STATE_I32, step, q->Q, err)) &&
+        !(rc = fl_state_put(st, "sched/cond", FL_STATE_I32, cond, q->Q, err)))
+        rc = fl_state_put_i64(st, "sched/next_id", q->next_id, err);
+done:
+    free(x);
+    free(id);
+    free(step);
+    free(cond);
+    return rc;
+}
+
+static fl_status fifo_restore(fl_scheduler *sch, const fl_state *st, fl_error *err)
+{
+    fifo_sched *q = (fifo_sched *)sch;
+    fl_sched_dim dims[4];
+    int nd = fifo_dims(q, dims);
+    int64_t emitted, iteration, in_clip, next_id;
+    fl_status rc;
+    if ((rc = fl_sched_check_base(sch, &q->setup, dims, nd, st, &emitted, &iteration, err)) ||
+        (rc = fl_sched_check_text(st, "sched/planner", "planner", q->planner->name, err)) ||
+        (rc = fl_sched_check_text(st, "sched/init", "init", fl_fifo_init_name(q->init), err)) ||
+        (rc = fl_sched_get_int(st, "sched/in_clip", 0, q->init == FL_FIFO_INIT_CLIP, &in_clip, err)))
+        return rc;
+    if (in_clip) {
+        if ((rc = fl_clip_restore(&q->clip, "sched/clip/", st, err)))
+            return rc;
+        q->in_clip = 1;
+        sch->emitted = emitted;
+        sch->iteration = iteration;
+        return FL_OK;
+    }
+    /* next_id never passes frames + S (the tail's id when the last frame is emitted) */
+    if ((rc = fl_sched_get_int(st, "sched/next_id", 0, sch->total + q->S, &next_id, err)))
+        return rc;
+    const float *x = fl_sched_entry(st, "sched/queue", FL_STATE_F32, (int64_t)q->Q * q->fs, err);
+    const int64_t *id = x ? fl_sched_entry(st, "sched/id", FL_STATE_I64, q->Q, err) : NULL;
+    const int32_t *step = id ? fl_sched_entry(st, "sched/step", FL_STATE_I32, q->Q, err) : NULL;
+    const int32_t *cond = step ? fl_sched_entry(st, "sched/cond", FL_STATE_I32, q->Q, err) : NULL;
+    if (!cond)
+        return FL_E_INVALID;
+    for (int p = 0; p < q->Q; p++) {
+        if (step[p] < -1 || step[p] >= q->S)
+            return fl_error_set(err, FL_E_INVALID, "state: sched/step: position %d at step %d, expected -1 .. %d",
+                                p, (int)step[p], q->S - 1);
+        if (!fl_sched_id_ok(id[p]))
+            return fl_error_set(err, FL_E_INVALID, "state: sched/id: frame id %lld at position %d is out of range",
+                                (long long)id[p], p);
+    }
+    /* Everything checked: commit, position p into slot p. */
+    q->head = 0;
+    memcpy(q->buf, x, (size_t)q->Q * (size_t)q->fs * sizeof *x);
+    for (int p = 0; p < q->Q; p++) {
+        q->id[p] = id[p];
+        q->idx[p] = step[p];
+        q->cond[p] = cond[p];
+    }
+    q->next_id = next_id;
+    q->in_clip = 0;
+    sch->emitted = emitted;
+    sch->iteration = iteration;
+    return FL_OK;
+}
+
+static const fl_scheduler_vt fifo_vt = { "fifo", fifo_plan, fifo_apply, fifo_free, fifo_save, fifo_restore };
 
 const char *fl_fifo_init_name(fl_fifo_init i)
 {
@@ -319,6 +434,19 @@ fl_status fl_fifo_new(const fl_sched_setup *s, const fl_planner_vt *planner, int
 fail:
     fifo_free(&q->base);
     return st;
+}
+
+fl_status fl_fifo_queue(const fl_scheduler *sch, float *frames, int32_t *step, fl_error *err)
+{
+    if (sch->vt != &fifo_vt)
+        return fl_error_set(err, FL_E_INVALID, "scheduler %s has no queue", sch->vt->name);
+    const fifo_sched *q = (const fifo_sched *)sch;
+    /* The queue is filled from the base clip once it is finished; before, it holds nothing. */
+    if (q->in_clip)
+        return fl_error_set(err, FL_E_INVALID, "fifo: no queue yet: the base clip is being sampled (step %d of %d)",
+                            q->S - 1 - q->clip.step, q->S);
+    gather(q, frames, step, NULL, NULL);
+    return FL_OK;
 }
 
 fl_status fl_fifo_schedule(const fl_scheduler *sch, int *positions, int *context,

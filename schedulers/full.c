@@ -43,7 +43,28 @@ static void full_free(fl_scheduler *s)
     free(f);
 }
 
-static const fl_scheduler_vt full_vt = { "full", full_plan, full_apply, full_free, NULL, NULL };
+/* Resume: the clip is the whole state. */
+static fl_status full_save(const fl_scheduler *s, fl_state *st, fl_error *err)
+{
+    const full_sched *f = (const full_sched *)s;
+    fl_status rc = fl_sched_save_base(s, &f->setup, NULL, 0, st, err);
+    return rc ? rc : fl_clip_save(&f->clip, "sched/clip/", st, err);
+}
+
+static fl_status full_restore(fl_scheduler *s, const fl_state *st, fl_error *err)
+{
+    full_sched *f = (full_sched *)s;
+    int64_t emitted, iteration;
+    fl_status rc;
+    if ((rc = fl_sched_check_base(s, &f->setup, NULL, 0, st, &emitted, &iteration, err)) ||
+        (rc = fl_clip_restore(&f->clip, "sched/clip/", st, err)))
+        return rc;
+    s->emitted = emitted;
+    s->iteration = iteration;
+    return FL_OK;
+}
+
+static const fl_scheduler_vt full_vt = { "full", full_plan, full_apply, full_free, full_save, full_restore };
 
 fl_status fl_full_new(const fl_sched_setup *s, fl_scheduler **out, fl_error *err)
 {

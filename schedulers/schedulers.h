@@ -35,6 +35,10 @@ fl_status fl_fifo_new(const fl_sched_setup *s, const fl_planner_vt *planner, int
  * iteration starts in the steady state (context positions: the final level) and step[p]
  * its step index (-1 for context). Arrays of at least *positions entries, or NULL to ask
  * for the size only. */
+/* A copy of fifo's queue, head (position 0) first: frames [positions, C, H, W] into
+ * `frames` and each position's step index (-1: finished) into `step`. FL_E_INVALID for
+ * another scheduler. For queue snapshots in the run file. */
+fl_status fl_fifo_queue(const fl_scheduler *s, float *frames, int32_t *step, fl_error *err);
 fl_status fl_fifo_schedule(const fl_scheduler *s, int *positions, int *context,
                            fl_level *levels, int *step, fl_error *err);
 

@@ -326,7 +326,7 @@ static void test_order_invariance(void **state)
     for (int k = 0; k < 3; k++) {
         float *ref = run(d, &arms[k], NULL, NULL, NULL);
         for (uint64_t seed = 1; seed <= 3; seed++) {
-            fl_engine_opts eo = { seed, NULL, NULL, NULL };
+            fl_engine_opts eo = { .shuffle_seed = seed };
             float *x = run(d, &arms[k], &eo, NULL, NULL);
             assert_memory_equal(x, ref, (size_t)(48 * 2 * 64) * sizeof(float));
             free(x);
@@ -544,7 +544,7 @@ static void test_mismatch_error_mechanism(void **state)
             fl_engine_trace tr;
             fl_error err;
             assert_int_equal(fl_engine_trace_init(&tr, sch->positions, &err), FL_OK);
-            fl_engine_opts eo = { 0, &tr, NULL, NULL };
+            fl_engine_opts eo = { .trace = &tr };
             assert_int_equal(fl_engine_run(sch, d, NULL, &eo, NULL, &err), FL_OK);
             int cnt = 0;
             err_of[i][la] = fl_engine_trace_mean(&tr, &cnt);
@@ -562,7 +562,7 @@ static void test_mismatch_error_mechanism(void **state)
     fl_engine_trace tr;
     fl_error err;
     assert_int_equal(fl_engine_trace_init(&tr, sch->positions, &err), FL_OK);
-    fl_engine_opts eo = { 0, &tr, NULL, NULL };
+    fl_engine_opts eo = { .trace = &tr };
     assert_int_equal(fl_engine_run(sch, e, NULL, &eo, NULL, &err), FL_OK);
     int cnt = 0;
     assert_true(fl_engine_trace_mean(&tr, &cnt) == 0.0);

@@ -16,7 +16,7 @@
 
 static const fl_status all_status[] = {
     FL_OK,       FL_E_NOMEM, FL_E_INVALID, FL_E_SHAPE,   FL_E_DTYPE,       FL_E_DEVICE,
-    FL_E_IO,     FL_E_FORMAT, FL_E_RANGE,  FL_E_NUMERIC, FL_E_UNSUPPORTED,
+    FL_E_IO,     FL_E_FORMAT, FL_E_RANGE,  FL_E_NUMERIC, FL_E_UNSUPPORTED, FL_E_INTERRUPTED,
 };
 #define N_STATUS (sizeof all_status / sizeof all_status[0])
 
@@ -69,7 +69,7 @@ static void test_status_str_unknown(void **state)
 {
     (void)state;
     assert_string_equal(fl_status_str((fl_status)1), "unknown status");
-    assert_string_equal(fl_status_str((fl_status)-11), "unknown status");
+    assert_string_equal(fl_status_str((fl_status)-12), "unknown status");
     assert_string_equal(fl_status_str((fl_status)-1000), "unknown status");
 }
 

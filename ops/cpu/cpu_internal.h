@@ -61,4 +61,59 @@ fl_status fl_cpu_ref_fft(fl_backend *be, fl_tensor *out, const fl_tensor *in, in
 fl_status fl_cpu_fftw_fft(fl_backend *be, fl_tensor *out, const fl_tensor *in, int ndims,
                           int inverse, fl_error *err);
 
+/* neural-network ops: reference (ops/cpu/nn_ref.c) and fast (ops/cpu/nn_fast.c); the
+ * NN_DECL list declares fl_cpu_<kind>_<op> for both kinds. */
+#define FL_CPU_NN_DECL(kind)                                                                   \
+    fl_status fl_cpu_##kind##_linear(fl_backend *be, fl_tensor *out, const fl_tensor *x,        \
+                                     const fl_tensor *w, const fl_tensor *bias, fl_error *err); \
+    fl_status fl_cpu_##kind##_conv2d(fl_backend *be, fl_tensor *out, const fl_tensor *x,        \
+                                     const fl_tensor *w, const fl_tensor *bias,                 \
+                                     const fl_conv_opts *o, fl_error *err);                     \
+    fl_status fl_cpu_##kind##_conv1d(fl_backend *be, fl_tensor *out, const fl_tensor *x,        \
+                                     const fl_tensor *w, const fl_tensor *bias,                 \
+                                     const fl_conv_opts *o, fl_error *err);                     \
+    fl_status fl_cpu_##kind##_group_norm(fl_backend *be, fl_tensor *out, const fl_tensor *x,    \
+                                         int groups, const fl_tensor *gamma,                    \
+                                         const fl_tensor *beta, double eps, int silu,           \
+                                         fl_error *err);                                        \
+    fl_status fl_cpu_##kind##_layer_norm(fl_backend *be, fl_tensor *out, const fl_tensor *x,    \
+                                         const fl_tensor *gamma, const fl_tensor *beta,         \
+                                         double eps, fl_error *err);                            \
+    fl_status fl_cpu_##kind##_rms_norm(fl_backend *be, fl_tensor *out, const fl_tensor *x,      \
+                                       const fl_tensor *gamma, double eps, fl_error *err);      \
+    fl_status fl_cpu_##kind##_activation(fl_backend *be, fl_act act, fl_tensor *out,            \
+                                         const fl_tensor *in, fl_error *err);                   \
+    fl_status fl_cpu_##kind##_attention(fl_backend *be, fl_tensor *out, const fl_tensor *q,     \
+                                        const fl_tensor *k, const fl_tensor *v,                 \
+                                        const fl_tensor *mask, double scale, fl_error *err);    \
+    fl_status fl_cpu_##kind##_timestep_embedding(fl_backend *be, fl_tensor *out,                \
+                                                 const fl_tensor *t, const fl_temb_opts *o,     \
+                                                 fl_error *err);                                \
+    fl_status fl_cpu_##kind##_upsample_nearest(fl_backend *be, fl_tensor *out,                  \
+                                               const fl_tensor *x, fl_error *err);              \
+    fl_status fl_cpu_##kind##_modulate(fl_backend *be, fl_tensor *out, const fl_tensor *x,      \
+                                       const fl_tensor *scale, const fl_tensor *shift,          \
+                                       fl_error *err);                                          \
+    fl_status fl_cpu_##kind##_gate_add(fl_backend *be, fl_tensor *out, const fl_tensor *res,    \
+                                       const fl_tensor *gate, const fl_tensor *y,               \
+                                       fl_error *err);                                          \
+    fl_status fl_cpu_##kind##_rope(fl_backend *be, fl_tensor *out, const fl_tensor *x,          \
+                                   const fl_rope_opts *o, fl_error *err);
+FL_CPU_NN_DECL(ref)
+FL_CPU_NN_DECL(fast)
+
+/* The activation functions in double (shared by the reference and the tests' notes). */
+double fl_cpu_act_ref(fl_act act, double v);
+
+/* Fork-join over [0, n): fn(ctx, chunk, begin, end) for up to fl_cpu_threads() contiguous
+ * chunks of at least `grain` items, chunk 0 on the calling thread (ops/cpu/parallel.c).
+ * Workers only compute: they never call BLAS (OpenBLAS runs its own threads) and cannot
+ * fail. A thread that cannot be started leaves its chunk to the caller. */
+typedef void (*fl_cpu_range_fn)(void *ctx, int chunk, int64_t begin, int64_t end);
+/* Threads to use: FL_NUM_THREADS when set (1..256), else the online processors. */
+int fl_cpu_threads(void);
+/* How many chunks fl_cpu_parallel_for(n, grain, ...) will make (for per-chunk scratch). */
+int fl_cpu_parallel_chunks(int64_t n, int64_t grain);
+void fl_cpu_parallel_for(int64_t n, int64_t grain, fl_cpu_range_fn fn, void *ctx);
+
 #endif

@@ -1,0 +1,649 @@
+/* One run: experiment -> engine -> run file, with periodic states for resume and a clean
+ * stop on signals (core/run.h). The order of writes is what makes a kill at any instant
+ * harmless: frames are queued to the writer thread in emission order, a state is saved
+ * (write-then-rename) only after every frame before it is flushed, and a resume rebuilds
+ * the run file in RUN_DIR/run.h5.tmp from the old file's first `emitted` frames before
+ * renaming it over the old one. */
+#include "core/run.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/engine.h"
+#include "core/experiment.h"
+#include "core/h5io.h"
+#include "core/runfile.h"
+#include "core/sweep.h"
+#include "schedulers/schedulers.h"
+
+#define PATH_MAX_LEN 4096
+#define REPLAY_CHUNK 64
+
+fl_status fl_mkdirs(const char *path, fl_error *err)
+{
+    char buf[PATH_MAX_LEN];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return fl_error_set(err, FL_E_INVALID, "%s: path too long", path);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(buf, 0777) && errno != EEXIST)
+                return fl_error_set(err, FL_E_IO, "%s: cannot create the directory: %s", buf, strerror(errno));
+            *p = '/';
+        }
+    if (mkdir(buf, 0777) && errno != EEXIST)
+        return fl_error_set(err, FL_E_IO, "%s: cannot create the directory: %s", buf, strerror(errno));
+    struct stat sb;
+    if (stat(buf, &sb) || !S_ISDIR(sb.st_mode))
+        return fl_error_set(err, FL_E_IO, "%s: not a directory", buf);
+    if (access(buf, W_OK))
+        return fl_error_set(err, FL_E_IO, "%s: not writable: %s", buf, strerror(errno));
+    return FL_OK;
+}
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+typedef struct run_ctx {
+    const fl_run_opts *o;
+    fl_experiment ex;
+    fl_runfile *rf;
+    fl_engine_trace trace;
+    int tracing;
+    char run_path[PATH_MAX_LEN + 16], state_path[PATH_MAX_LEN + 16], tmp_path[PATH_MAX_LEN + 16];
+    uint64_t config_hash;
+    int s_windows, s_evals, s_seconds;
+    double t0, t_iter, last_ckpt, last_progress, seconds_before;
+    fl_engine_stats prev;
+    int64_t queued;
+    int64_t emitted_at_start;
+    int tty;
+} run_ctx;
+
+static fl_status sink_put(void *p, int64_t index, const float *frame, int32_t cond, fl_error *err)
+{
+    run_ctx *c = p;
+    fl_status st = fl_runfile_frame(c->rf, index, frame, cond, err);
+    if (st)
+        return st;
+    c->queued++;
+    if (c->o->die_after > 0 && c->queued >= c->o->die_after)
+        raise(SIGKILL); /* test hook: a crash at a chosen frame */
+    return FL_OK;
+}
+
+static fl_status checkpoint(run_ctx *c, const fl_scheduler *s, const fl_engine_stats *es,
+                            fl_error *err)
+{
+    if (!s->vt->save)
+        return FL_OK; /* this scheduler cannot resume: no state (resume restarts it) */
+    fl_state *st = fl_state_new();
+    if (!st)
+        return fl_error_set(err, FL_E_NOMEM, "state");
+    fl_status rc;
+    double secs = c->seconds_before + (now_s() - c->t0);
+    if ((rc = s->vt->save(s, st, err)) ||
+        (rc = fl_state_put_i64(st, "run/config_hash", (int64_t)c->config_hash, err)) ||
+        (rc = fl_state_put_i64(st, "run/emitted", s->emitted, err)) ||
+        (rc = fl_state_put_i64(st, "run/iterations", es->iterations, err)) ||
+        (rc = fl_state_put_i64(st, "run/windows", es->windows, err)) ||
+        (rc = fl_state_put_i64(st, "run/frame_evals", es->frame_evals, err)) ||
+        (rc = fl_state_put_f64(st, "run/seconds", secs, err)))
+        goto fail;
+    if (c->tracing) {
+        int64_t P = c->trace.positions;
+        if ((rc = fl_state_put(st, "trace/num", FL_STATE_F64, c->trace.num, P, err)) ||
+            (rc = fl_state_put(st, "trace/den", FL_STATE_F64, c->trace.den, P, err)) ||
+            (rc = fl_state_put(st, "trace/count", FL_STATE_I64, c->trace.count, P, err)) ||
+            (rc = fl_runfile_trace(c->rf, c->trace.num, c->trace.den, c->trace.count, err)))
+            goto fail;
+    }
+    c->last_ckpt = now_s();
+    return fl_runfile_checkpoint(c->rf, st, c->state_path, err);
+fail:
+    fl_state_free(st);
+    return rc;
+}
+
+static void fmt_secs(char *buf, size_t n, double s)
+{
+    if (!(s >= 0) || s > 1e7)
+        snprintf(buf, n, "?");
+    else if (s < 60)
+        snprintf(buf, n, "%.0fs", s);
+    else if (s < 3600)
+        snprintf(buf, n, "%dm%02ds", (int)s / 60, (int)s % 60);
+    else
+        snprintf(buf, n, "%dh%02dm", (int)s / 3600, (int)s % 3600 / 60);
+}
+
+static void progress(run_ctx *c, const fl_scheduler *s, const fl_engine_stats *es, int last)
+{
+    double t = now_s();
+    if (c->o->quiet || (!last && t - c->last_progress < (c->tty ? 0.25 : 5.0)))
+        return;
+    c->last_progress = t;
+    double el = t - c->t0, done = (double)(s->emitted - c->emitted_at_start);
+    double fps = el > 0 ? done / el : 0;
+    char e1[32], e2[32];
+    fmt_secs(e1, sizeof e1, el);
+    fmt_secs(e2, sizeof e2, fps > 0 ? (double)(s->total - s->emitted) / fps : -1);
+    fprintf(stderr, "%s%s%sframe %lld/%lld  %.1f frames/s  %lld denoiser calls  elapsed %s  ETA %s%s",
+            c->tty ? "\r" : "", c->o->label ? c->o->label : "", c->o->label ? ": " : "",
+            (long long)s->emitted, (long long)s->total, fps, (long long)es->windows, e1, e2,
+            c->tty ? (last ? "\n" : "\033[K") : "\n");
+    fflush(stderr);
+}
+
+static fl_status after_iteration(void *p, fl_scheduler *s, const fl_engine_stats *es, fl_error *err)
+{
+    run_ctx *c = p;
+    double t = now_s();
+    fl_status st;
+    if ((st = fl_runfile_value(c->rf, c->s_windows, (double)(es->windows - c->prev.windows), err)) ||
+        (st = fl_runfile_value(c->rf, c->s_evals, (double)(es->frame_evals - c->prev.frame_evals), err)) ||
+        (st = fl_runfile_value(c->rf, c->s_seconds, t - c->t_iter, err)))
+        return st;
+    c->t_iter = t;
+    c->prev = *es;
+    if (c->ex.snapshot_every > 0 && s->iteration % c->ex.snapshot_every == 0) {
+        int Q, ctx;
+        if (fl_fifo_schedule(s, &Q, &ctx, NULL, NULL, NULL) == FL_OK) {
+            float *q = malloc((size_t)Q * (size_t)((int64_t)c->ex.model->channels * c->ex.model->height * c->ex.model->width) * sizeof(float));
+            int32_t *step = malloc((size_t)Q * sizeof *step);
+            if (!q || !step)
+                st = fl_error_set(err, FL_E_NOMEM, "queue snapshot");
+            else if (fl_fifo_queue(s, q, step, NULL) == FL_OK) /* no queue yet in the clip phase */
+                st = fl_runfile_snapshot(c->rf, s->iteration, q, step, err);
+            free(q);
+            free(step);
+            if (st)
+                return st;
+        }
+    }
+    progress(c, s, es, 0);
+    if (c->o->stop && *c->o->stop)
+        return fl_error_set(err, FL_E_INTERRUPTED, "interrupted by signal %d", (int)*c->o->stop);
+    if (t - c->last_ckpt >= c->o->checkpoint_seconds && !fl_scheduler_done(s))
+        return checkpoint(c, s, es, err);
+    return FL_OK;
+}
+
+static fl_status replay_snapshots(run_ctx *c, hid_t old, int64_t iters, fl_error *err)
+{
+    fl_h5_lock();
+    int have = H5Lexists(old, "trace/queue", H5P_DEFAULT) > 0;
+    hid_t dq = have ? H5Dopen2(old, "trace/queue", H5P_DEFAULT) : -1;
+    hid_t di = have ? H5Dopen2(old, "trace/queue_iteration", H5P_DEFAULT) : -1;
+    hid_t ds = have ? H5Dopen2(old, "trace/queue_step", H5P_DEFAULT) : -1;
+    fl_h5_unlock();
+    fl_status st = FL_OK;
+    int64_t n = dq < 0 || di < 0 || ds < 0 ? 0 : fl_h5_rows(di);
+    if (n > fl_h5_rows(dq))
+        n = fl_h5_rows(dq);
+    if (n > fl_h5_rows(ds))
+        n = fl_h5_rows(ds);
+    int Q = c->ex.scheduler->positions;
+    int64_t fs = (int64_t)c->ex.model->channels * c->ex.model->height * c->ex.model->width;
+    float *q = n > 0 ? malloc((size_t)Q * (size_t)fs * sizeof *q) : NULL;
+    int32_t *step = n > 0 ? malloc((size_t)Q * sizeof *step) : NULL;
+    if (n > 0 && (!q || !step))
+        st = fl_error_set(err, FL_E_NOMEM, "resume: snapshots");
+    for (int64_t r = 0; r < n && !st; r++) {
+        int64_t it;
+        if ((st = fl_h5_read_rows(di, H5T_NATIVE_INT64, r, 1, &it, err)) || it > iters)
+            break;
+        if (!(st = fl_h5_read_rows(dq, H5T_NATIVE_FLOAT, r, 1, q, err)) &&
+            !(st = fl_h5_read_rows(ds, H5T_NATIVE_INT32, r, 1, step, err)))
+            st = fl_runfile_snapshot(c->rf, it, q, step, err);
+    }
+    free(q);
+    free(step);
+    fl_h5_lock();
+    if (dq >= 0)
+        H5Dclose(dq);
+    if (di >= 0)
+        H5Dclose(di);
+    if (ds >= 0)
+        H5Dclose(ds);
+    fl_h5_unlock();
+    return st;
+}
+
+/* Reads the first `frames` frames of the old run file and feeds them through the sink of
+ * the new one; copies the per-iteration series of the first `iters` iterations. */
+static fl_status replay(run_ctx *c, hid_t old, int64_t frames, int64_t iters, fl_error *err)
+{
+    fl_status st = FL_OK;
+    int64_t fs = ((int64_t)c->ex.model->channels * c->ex.model->height * c->ex.model->width);
+    float *buf = malloc((size_t)REPLAY_CHUNK * (size_t)fs * sizeof(float));
+    int32_t *cond = malloc(REPLAY_CHUNK * sizeof *cond);
+    double *vals = NULL;
+    if (!buf || !cond) {
+        st = fl_error_set(err, FL_E_NOMEM, "resume: replay buffer");
+        goto done;
+    }
+    fl_h5_lock();
+    hid_t dl = H5Dopen2(old, "frames/latent", H5P_DEFAULT), dc = H5Dopen2(old, "frames/condition", H5P_DEFAULT);
+    fl_h5_unlock();
+    int64_t have = dl < 0 ? -1 : fl_h5_rows(dl);
+    if (dl < 0 || dc < 0 || have < frames) {
+        st = fl_error_set(err, FL_E_FORMAT,
+                          "the run file holds %lld frames but the saved state has emitted %lld: cannot resume (use --force to start over)",
+                          (long long)(have < 0 ? 0 : have), (long long)frames);
+    }
+    for (int64_t i = 0; !st && i < frames; i += REPLAY_CHUNK) {
+        int64_t n = frames - i < REPLAY_CHUNK ? frames - i : REPLAY_CHUNK;
+        if ((st = fl_h5_read_rows(dl, H5T_NATIVE_FLOAT, i, n, buf, err)) ||
+            (st = fl_h5_read_rows(dc, H5T_NATIVE_INT32, i, n, cond, err)))
+            break;
+        for (int64_t j = 0; j < n && !st; j++)
+            st = fl_runfile_frame(c->rf, i + j, buf + j * fs, cond[j], err);
+    }
+    fl_h5_lock();
+    if (dl >= 0)
+        H5Dclose(dl);
+    if (dc >= 0)
+        H5Dclose(dc);
+    fl_h5_unlock();
+    static const char *const names[3] = { "metrics/iteration_windows", "metrics/iteration_frame_evals",
+                                           "metrics/iteration_seconds" };
+    int ids[3] = { c->s_windows, c->s_evals, c->s_seconds };
+    vals = malloc((size_t)(iters > 0 ? iters : 1) * sizeof *vals);
+    if (!st && !vals)
+        st = fl_error_set(err, FL_E_NOMEM, "resume: series");
+    for (int k = 0; k < 3 && !st; k++) {
+        fl_h5_lock();
+        hid_t d = H5Lexists(old, names[k], H5P_DEFAULT) > 0 ? H5Dopen2(old, names[k], H5P_DEFAULT) : -1;
+        fl_h5_unlock();
+        int64_t n = d < 0 ? 0 : fl_h5_rows(d);
+        n = n < iters ? n : iters;
+        if (n > 0)
+            st = fl_h5_read_rows(d, H5T_NATIVE_DOUBLE, 0, n, vals, err);
+        for (int64_t i = n; i < iters; i++)
+            vals[i] = NAN; /* lost with the killed writer's buffers */
+        for (int64_t i = 0; i < iters && !st; i++)
+            st = fl_runfile_value(c->rf, ids[k], vals[i], err);
+        if (d >= 0) {
+            fl_h5_lock();
+            H5Dclose(d);
+            fl_h5_unlock();
+        }
+    }
+    /* queue snapshots taken up to the state's iteration (after_iteration snapshots before
+     * it checkpoints) */
+    if (!st && c->ex.snapshot_every > 0)
+        st = replay_snapshots(c, old, iters, err);
+done:
+    free(buf);
+    free(cond);
+    free(vals);
+    return st;
+}
+
+/* Runs cfg into dir. `old` >= 0: an existing run file of the same configuration, resumed
+ * from `state` (NULL: from the start). */
+static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, const char *script,
+                         const char *script_path, const char *dir, hid_t old,
+                         const fl_state *state, int64_t created, int64_t resumed,
+                         fl_run_outcome *outcome, fl_error *err)
+{
+    run_ctx c;
+    memset(&c, 0, sizeof c);
+    c.o = o;
+    c.tty = isatty(2);
+    fl_status st;
+    char *resolved = NULL;
+    if ((st = fl_experiment_build(cfg, &c.ex, err)))
+        return st;
+    size_t n = fl_cfg_format(cfg, 0, NULL, 0);
+    resolved = malloc(n + 1);
+    if (!resolved) {
+        fl_experiment_free(&c.ex);
+        return fl_error_set(err, FL_E_NOMEM, "configuration text");
+    }
+    fl_cfg_format(cfg, 0, resolved, n + 1);
+    char id[FL_RUN_ID_LEN + 1];
+    fl_run_id(cfg, id);
+    c.config_hash = strtoull(id, NULL, 16);
+    snprintf(c.run_path, sizeof c.run_path, "%s/run.h5", dir);
+    snprintf(c.state_path, sizeof c.state_path, "%s/state.h5", dir);
+    snprintf(c.tmp_path, sizeof c.tmp_path, "%s/run.h5.tmp", dir);
+    fl_scheduler *s = c.ex.scheduler;
+    fl_engine_stats start = { 0 };
+    int positions = s->positions > 0 ? s->positions : 1;
+    c.tracing = c.ex.oracle;
+    if (c.tracing && (st = fl_engine_trace_init(&c.trace, positions, err)))
+        goto out;
+    if (state) {
+        int64_t h = 0;
+        if (!s->vt->restore)
+            st = fl_error_set(err, FL_E_UNSUPPORTED, "scheduler %s cannot resume", s->vt->name);
+        else if ((st = fl_state_get_i64(state, "run/config_hash", &h, err)) || (uint64_t)h != c.config_hash)
+            st = st ? st : fl_error_set(err, FL_E_INVALID, "%s: the saved state belongs to another configuration", c.state_path);
+        if (!st)
+            st = s->vt->restore(s, state, err);
+        if (!st && !(st = fl_state_get_i64(state, "run/iterations", &start.iterations, err)) &&
+            !(st = fl_state_get_i64(state, "run/windows", &start.windows, err)) &&
+            !(st = fl_state_get_i64(state, "run/frame_evals", &start.frame_evals, err)))
+            st = fl_state_get_f64(state, "run/seconds", &c.seconds_before, err);
+        if (!st && c.tracing && !(st = fl_state_get(state, "trace/num", FL_STATE_F64, c.trace.num, positions, err)) &&
+            !(st = fl_state_get(state, "trace/den", FL_STATE_F64, c.trace.den, positions, err)))
+            st = fl_state_get(state, "trace/count", FL_STATE_I64, c.trace.count, positions, err);
+        start.emitted = s->emitted;
+        if (st) {
+            fl_error_prefix(err, "%s", c.state_path);
+            goto out;
+        }
+    }
+    c.prev = start;
+    c.emitted_at_start = s->emitted;
+    /* The run file: a fresh run writes run.h5; a resume rebuilds it beside the old one. */
+    const char *target = old >= 0 ? c.tmp_path : c.run_path;
+    unlink(c.tmp_path);
+    int Q = 0, ctx = 0;
+    fl_level *lv = NULL;
+    int *step = NULL;
+    if (fl_fifo_schedule(s, &Q, &ctx, NULL, NULL, NULL) == FL_OK) {
+        lv = malloc((size_t)Q * sizeof *lv);
+        step = malloc((size_t)Q * sizeof *step);
+        if (lv && step)
+            fl_fifo_schedule(s, &Q, &ctx, lv, step, NULL);
+    }
+    const fl_cfg *pn = fl_cfg_lookup(cfg, "scheduler.planner.partitions");
+    fl_runfile_info info = {
+        .name = c.ex.name, .run_id = id, .script = script, .script_path = script_path,
+        .resolved = resolved, .git_commit = o->git_commit, .git_dirty = o->git_dirty,
+        .seed = c.ex.seed, .channels = c.ex.model->channels, .height = c.ex.model->height,
+        .width = c.ex.model->width, .frames = c.ex.frames, .scheduler = s->vt->name,
+        .window = c.ex.model->window, .steps = c.ex.steps,
+        .partitions = pn ? (int)fl_cfg_num_value(pn) : 0, .positions = lv && step ? Q : 0,
+        .context = ctx, .levels = lv, .step_index = step,
+        .snapshot_every = c.ex.snapshot_every, .trace_positions = c.tracing ? positions : 0,
+        .created = created, .resumed = resumed,
+    };
+    st = fl_runfile_create(&c.rf, target, &info, err);
+    free(lv);
+    free(step);
+    if (st)
+        goto out;
+    if ((st = fl_runfile_series(c.rf, "iteration_windows", "calls", "denoiser window calls in the iteration",
+                                FL_SERIES_ITERATION, 1, 1, 0, &c.s_windows, err)) ||
+        (st = fl_runfile_series(c.rf, "iteration_frame_evals", "frames", "frames passed through the denoiser in the iteration",
+                                FL_SERIES_ITERATION, 1, 1, 0, &c.s_evals, err)) ||
+        (st = fl_runfile_series(c.rf, "iteration_seconds", "s", "wall time of the iteration (not deterministic)",
+                                FL_SERIES_ITERATION, 1, 1, 0, &c.s_seconds, err)) ||
+        (st = fl_runfile_start(c.rf, err)))
+        goto out;
+    if (old >= 0) {
+        if ((st = replay(&c, old, s->emitted, start.iterations, err)) || (st = fl_runfile_sync(c.rf, err)))
+            goto out;
+        /* The rebuilt file now holds all the old one had that the state vouches for. */
+        if ((st = fl_runfile_rename(c.rf, c.run_path, err)))
+            goto out;
+    }
+    c.t0 = c.t_iter = c.last_progress = now_s();
+    c.last_ckpt = c.t0;
+    c.last_progress -= 10;
+    fl_frame_sink sink = { sink_put, &c };
+    fl_engine_opts eo = { .trace = c.tracing ? &c.trace : NULL, .after_iteration = after_iteration,
+                          .after_ctx = &c, .start = &start };
+    fl_engine_stats es = start;
+    if (!o->quiet && !c.tty)
+        fprintf(stderr, "%s%s%s%s %lld frames with %s into %s/\n", o->label ? o->label : "", o->label ? ": " : "",
+                old >= 0 ? "resuming, " : "", old >= 0 ? "" : "generating", (long long)c.ex.frames,
+                s->vt->name, dir);
+    st = fl_engine_run(s, c.ex.model, &sink, &eo, &es, err);
+    if (!st)
+        progress(&c, s, &es, 1);
+    else if (c.tty && !o->quiet)
+        fputc('\n', stderr);
+    fl_runfile_totals tot = { s->emitted, es.iterations, es.windows, es.frame_evals,
+                              c.seconds_before + now_s() - c.t0 };
+    if (st == FL_E_INTERRUPTED) {
+        fl_error e2;
+        fl_status s2 = checkpoint(&c, s, &es, &e2);
+        if (c.tracing && !s2)
+            s2 = fl_runfile_trace(c.rf, c.trace.num, c.trace.den, c.trace.count, &e2);
+        fl_status s3 = fl_runfile_close(c.rf, s2 ? "failed" : "interrupted", &tot, s2 ? NULL : &e2);
+        s2 = s2 ? s2 : s3;
+        c.rf = NULL;
+        if (s2) {
+            *err = e2;
+            st = s2;
+        } else {
+            st = FL_OK;
+            *outcome = FL_RUN_INTERRUPTED;
+        }
+        goto out;
+    }
+    if (!st && c.tracing)
+        st = fl_runfile_trace(c.rf, c.trace.num, c.trace.den, c.trace.count, err);
+    if (st) {
+        /* the last good state stays: the run can be resumed from it */
+        fl_runfile_close(c.rf, "failed", &tot, NULL);
+        c.rf = NULL;
+        goto out;
+    }
+    st = fl_runfile_close(c.rf, "complete", &tot, err);
+    c.rf = NULL;
+    if (!st) {
+        unlink(c.state_path); /* complete: nothing to resume */
+        *outcome = FL_RUN_COMPLETE;
+        if (!o->quiet)
+            printf("%s%s%s: %lld frames, %lld iterations, %lld window calls, %.2f s -> %s\n",
+                   o->label ? o->label : "", o->label ? " " : "", c.ex.name, (long long)s->emitted,
+                   (long long)es.iterations, (long long)es.windows, tot.seconds, c.run_path);
+    }
+out:
+    if (c.rf)
+        fl_runfile_close(c.rf, "failed", NULL, NULL);
+    fl_engine_trace_free(&c.trace);
+    fl_experiment_free(&c.ex);
+    free(resolved);
+    return st;
+}
+
+/* What an existing run directory holds. */
+typedef struct existing {
+    hid_t file;
+    char status[32];
+    char *resolved, *script, *script_path;
+    int64_t created, resumed;
+} existing;
+
+static void existing_free(existing *e)
+{
+    if (e->file >= 0)
+        fl_runfile_close_read(e->file);
+    free(e->resolved);
+    free(e->script);
+    free(e->script_path);
+    e->file = -1;
+    e->resolved = e->script = e->script_path = NULL;
+}
+
+static fl_status existing_open(const char *path, existing *e, fl_error *err)
+{
+    memset(e, 0, sizeof *e);
+    e->file = -1;
+    int64_t f;
+    fl_status st = fl_runfile_open_read(path, &f, err);
+    if (st)
+        return st;
+    e->file = (hid_t)f;
+    if ((st = fl_h5_get_attr_str(e->file, "status", e->status, sizeof e->status, err)) ||
+        (st = fl_h5_read_text(e->file, "config/resolved", &e->resolved, err))) {
+        existing_free(e);
+        return fl_error_prefix(err, "%s", path);
+    }
+    fl_error ignore;
+    fl_h5_get_attr_i64(e->file, "created_unix", &e->created, &ignore);
+    fl_h5_get_attr_i64(e->file, "resumed", &e->resumed, &ignore);
+    fl_h5_lock();
+    if (H5Lexists(e->file, "config/script", H5P_DEFAULT) > 0)
+        fl_h5_read_text(e->file, "config/script", &e->script, &ignore);
+    hid_t g = H5Gopen2(e->file, "config", H5P_DEFAULT);
+    if (g >= 0) {
+        char sp[PATH_MAX_LEN];
+        if (!fl_h5_get_attr_str(g, "script_path", sp, sizeof sp, &ignore))
+            e->script_path = strdup(sp);
+        H5Gclose(g);
+    }
+    fl_h5_unlock();
+    return FL_OK;
+}
+
+const char *fl_run_status(const char *dir, char **resolved)
+{
+    static const char *const known[] = { "complete", "running", "interrupted", "failed" };
+    char path[PATH_MAX_LEN + 16];
+    snprintf(path, sizeof path, "%s/run.h5", dir);
+    if (resolved)
+        *resolved = NULL;
+    if (access(path, F_OK))
+        return "none";
+    existing e;
+    fl_error err;
+    if (existing_open(path, &e, &err))
+        return "unreadable";
+    const char *s = "unreadable";
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (!strcmp(e.status, known[i]))
+            s = known[i];
+    if (resolved) {
+        *resolved = e.resolved;
+        e.resolved = NULL;
+    }
+    existing_free(&e);
+    return s;
+}
+
+/* Continues from an existing run file `e` (same configuration). */
+static fl_status continue_run(const fl_run_opts *o, fl_cfg *cfg, const char *script,
+                              const char *script_path, const char *dir, existing *e,
+                              fl_run_outcome *outcome, fl_error *err)
+{
+    char state_path[PATH_MAX_LEN + 16];
+    snprintf(state_path, sizeof state_path, "%s/state.h5", dir);
+    fl_state *state = NULL;
+    fl_status st;
+    if (!access(state_path, F_OK) && (st = fl_state_load_file(state_path, &state, err)))
+        return st;
+    st = execute(o, cfg, script, script_path, dir, e->file, state, e->created, e->resumed + 1, outcome, err);
+    fl_state_free(state);
+    return st;
+}
+
+static fl_status remove_run(const char *dir, fl_error *err)
+{
+    static const char *const files[] = { "run.h5", "state.h5", "run.h5.tmp", "state.h5.tmp" };
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char p[PATH_MAX_LEN + 16];
+        snprintf(p, sizeof p, "%s/%s", dir, files[i]);
+        if (unlink(p) && errno != ENOENT)
+            return fl_error_set(err, FL_E_IO, "%s: cannot remove: %s", p, strerror(errno));
+    }
+    return FL_OK;
+}
+
+fl_status fl_run_point(const fl_run_opts *opts, fl_cfg *cfg, const char *script,
+                       const char *script_path, const char *dir, fl_run_outcome *outcome,
+                       fl_error *err)
+{
+    fl_status st;
+    /* Resolve first: the comparison with an existing run is between resolved texts. */
+    fl_experiment ex;
+    if ((st = fl_experiment_build(cfg, &ex, err)))
+        return st;
+    fl_experiment_free(&ex);
+    size_t n = fl_cfg_format(cfg, 0, NULL, 0);
+    char *text = malloc(n + 1);
+    if (!text)
+        return fl_error_set(err, FL_E_NOMEM, "configuration text");
+    fl_cfg_format(cfg, 0, text, n + 1);
+    if ((st = fl_mkdirs(dir, err))) {
+        free(text);
+        return st;
+    }
+    char path[PATH_MAX_LEN + 16];
+    snprintf(path, sizeof path, "%s/run.h5", dir);
+    if (!access(path, F_OK)) {
+        existing e;
+        if ((st = existing_open(path, &e, err))) {
+            if (!opts->force) {
+                free(text);
+                return fl_error_prefix(err, "%s holds an unreadable run (use --force to overwrite)", dir);
+            }
+        } else if (strcmp(e.resolved, text) != 0) {
+            existing_free(&e);
+            if (!opts->force) {
+                free(text);
+                return fl_error_set(err, FL_E_INVALID,
+                                    "%s holds a run of another configuration; use another --out or --force to overwrite it",
+                                    dir);
+            }
+        } else if (!opts->force) {
+            free(text);
+            if (!strcmp(e.status, "complete")) {
+                existing_free(&e);
+                *outcome = FL_RUN_SKIPPED;
+                if (!opts->quiet)
+                    printf("%s%sskipped (complete): %s\n", opts->label ? opts->label : "",
+                           opts->label ? " " : "", path);
+                return FL_OK;
+            }
+            st = continue_run(opts, cfg, script, script_path, dir, &e, outcome, err);
+            existing_free(&e);
+            return st;
+        } else {
+            existing_free(&e);
+        }
+        if ((st = remove_run(dir, err))) {
+            free(text);
+            return st;
+        }
+    }
+    free(text);
+    return execute(opts, cfg, script, script_path, dir, -1, NULL, 0, 0, outcome, err);
+}
+
+fl_status fl_run_resume(const fl_run_opts *opts, const char *dir, fl_run_outcome *outcome,
+                        fl_error *err)
+{
+    char path[PATH_MAX_LEN + 16];
+    snprintf(path, sizeof path, "%s/run.h5", dir);
+    existing e;
+    fl_status st = existing_open(path, &e, err);
+    if (st)
+        return st;
+    if (!strcmp(e.status, "complete")) {
+        existing_free(&e);
+        *outcome = FL_RUN_SKIPPED;
+        if (!opts->quiet)
+            printf("already complete: %s\n", path);
+        return FL_OK;
+    }
+    fl_cfg *cfg = fl_cfg_new(NULL);
+    if (!cfg) {
+        existing_free(&e);
+        return fl_error_set(err, FL_E_NOMEM, "configuration");
+    }
+    if ((st = fl_cfg_merge_text(cfg, e.resolved, err)))
+        fl_error_prefix(err, "%s: /config/resolved", path);
+    else
+        st = continue_run(opts, cfg, e.script, e.script_path, dir, &e, outcome, err);
+    fl_cfg_free(cfg);
+    existing_free(&e);
+    return st;
+}
