@@ -72,7 +72,7 @@ help:
 	@echo "make setup      install missing Debian packages (apt-get; needs root)"
 	@echo "make test       set up, build and run every test suite"
 	@echo "make asan       the same suites under ASan + UBSan (build/asan)"
-	@echo "make run        set up, build and run the default experiment (runs/default/)"
+	@echo "make run        set up, build and run the default experiment (runs/quickstart/run.h5)"
 	@echo "make bench      benchmarks (ratios against the raw libraries, one run)"
 	@echo "make fuzz       fuzz the checkpoint parsers (clang libFuzzer + ASan/UBSan; FUZZ_SECONDS=20 per target)"
 	@echo "make clean      remove build outputs"
@@ -155,11 +155,13 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 bench: $(BENCH_BIN)
 	@for b in $(BENCH_BIN); do $$b || exit 1; done
 
-# The default experiment: FIFO-Diffusion (lookahead, 4 partitions) on the Gaussian video
-# testbed, 256 frames, written to runs/default/ (preview.ppm, frames.f32, stats.tsv, ...).
+# The default experiment: experiments/quickstart.lua (FIFO-Diffusion, lookahead with 4
+# partitions, on the Gaussian video testbed, 256 frames) into runs/quickstart/run.h5, then
+# its summary. A complete run is skipped; RUN_ARGS='--force' reruns it.
 RUN_ARGS ?=
 run: fifolab
-	./fifolab generate --out runs/default $(RUN_ARGS)
+	./fifolab run experiments/quickstart.lua $(RUN_ARGS)
+	./fifolab info --no-config runs/quickstart
 
 # Checkpoint-parser fuzzing (clang + libFuzzer, installed by fuzz/run.sh only when missing).
 FUZZ_SECONDS ?= 20

@@ -15,9 +15,9 @@
 
 #include "bench/bench.h"
 
-#define REPS 5
+#define REPS 3
 
-static const char *const sets[] = { "name=bench", "frames=512", NULL };
+static const char *const sets[] = { "name=bench", "frames=256", NULL };
 
 static fl_cfg *config(void)
 {
@@ -97,7 +97,7 @@ int main(void)
     unlink(path);
     rmdir(dir);
     double ratio = logged[REPS / 2] / plain[REPS / 2];
-    printf("run logging (gauss 16x3x32x32, fifo lookahead n=4, 512 frames; median of %d):\n", REPS);
+    printf("run logging (gauss 16x3x32x32, fifo lookahead n=4, 256 frames; median of %d):\n", REPS);
     printf("  generation, frames discarded   %8.3f s\n", plain[REPS / 2]);
     printf("  generation + run file (SWMR)   %8.3f s\n", logged[REPS / 2]);
     printf("  ratio logged / plain           %8.3f   (target < 1.05)\n", ratio);

@@ -35,6 +35,8 @@ const char *const *fl_experiment_modules(const char *kind)
         return scheduler_names;
     if (!strcmp(kind, "planner"))
         return fl_planner_names();
+    if (!strcmp(kind, "metric"))
+        return fl_metric_names();
     return NULL;
 }
 
@@ -175,6 +177,24 @@ fl_status fl_experiment_build(fl_cfg *cfg, fl_experiment *ex, fl_error *err)
     ex->seed = (uint64_t)seed;
     ex->frames = frames;
     ex->snapshot_every = (int)snapshots;
+    fl_cfg *ml;
+    if ((st = fl_cfg_list(cfg, "metrics", &ml, err)))
+        return st;
+    if (fl_cfg_len(ml) > FL_EXPERIMENT_METRICS_MAX)
+        return fl_cfg_error(cfg, "metrics", err, FL_E_RANGE, "at most %d metrics, got %zu",
+                            FL_EXPERIMENT_METRICS_MAX, fl_cfg_len(ml));
+    for (size_t i = 0; i < fl_cfg_len(ml); i++) {
+        const char *mn;
+        fl_cfg *mo;
+        if ((st = fl_cfg_item_module(ml, i, &mn, &mo, err)) ||
+            (st = fl_metric_opts_read(mo, mn, &ex->metric_opts[i], err)))
+            return st;
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(ex->metrics[j].name, mn))
+                return fl_cfg_error(ml, NULL, err, FL_E_INVALID, "metric %s named twice", mn);
+        ex->metrics[i] = (fl_metric_spec){ mn, &ex->metric_opts[i] };
+        ex->nmetrics = (int)i + 1;
+    }
     if ((st = fl_cfg_module(cfg, "model", "gauss", &mname, &mt, err)) ||
         (st = check_name(cfg, "model", mname, model_names, err)) ||
         (st = build_gauss(mt, &ex->model, err)))

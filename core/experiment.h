@@ -9,6 +9,9 @@
 #include "core/config.h"
 #include "core/denoiser.h"
 #include "core/scheduler.h"
+#include "eval/metric.h"
+
+#define FL_EXPERIMENT_METRICS_MAX 16
 
 typedef struct fl_experiment {
     const char *name;      /* points into the config tree */
@@ -20,6 +23,11 @@ typedef struct fl_experiment {
     fl_level *levels;      /* [steps], owned */
     int oracle;            /* record the per-position error against the exact model */
     int snapshot_every;    /* queue snapshots in the run file every K iterations (0: none) */
+    /* Online metrics (eval/metric.h) computed on the emitted frames: names point into the
+     * config tree, options are resolved. */
+    int nmetrics;
+    fl_metric_spec metrics[FL_EXPERIMENT_METRICS_MAX];
+    fl_metric_opts metric_opts[FL_EXPERIMENT_METRICS_MAX];
 } fl_experiment;
 
 /* Reads every key it knows from cfg (recording defaults, so cfg becomes the resolved

@@ -20,6 +20,7 @@
 #include "core/h5io.h"
 #include "core/runfile.h"
 #include "core/sweep.h"
+#include "eval/metric.h"
 #include "schedulers/schedulers.h"
 
 #define PATH_MAX_LEN 4096
@@ -68,12 +69,51 @@ typedef struct run_ctx {
     int64_t queued;
     int64_t emitted_at_start;
     int tty;
+    /* online metrics: their series' ids in the run file and values written so far */
+    fl_metrics *metrics;
+    size_t nseries;
+    int *series_id;
+    int64_t *series_len;
 } run_ctx;
+
+/* A metric value to its /metrics series. Value i of a series belongs to frame i * stride;
+ * a value that skips ahead (none does today) is preceded by NaN padding. */
+static fl_status metric_emit(void *p, const fl_series_info *si, int64_t index, double value,
+                             fl_error *err)
+{
+    run_ctx *c = p;
+    for (size_t i = 0; i < c->nseries; i++) {
+        if (fl_metrics_series(c->metrics, i) != si)
+            continue;
+        int64_t stride = si->stride > 0 ? si->stride : 1;
+        if (index % stride || index / stride < c->series_len[i])
+            return fl_error_set(err, FL_E_INVALID, "metric series %s: value for frame %lld out of order",
+                                si->name, (long long)index);
+        fl_status st;
+        while (c->series_len[i] < index / stride) {
+            if ((st = fl_runfile_value(c->rf, c->series_id[i], NAN, err)))
+                return st;
+            c->series_len[i]++;
+        }
+        c->series_len[i]++;
+        return fl_runfile_value(c->rf, c->series_id[i], value, err);
+    }
+    return fl_error_set(err, FL_E_INVALID, "metric series %s: not declared", si->name);
+}
+
+/* Every emitted frame (and every replayed one) goes to the run file and the metrics. */
+static fl_status feed(run_ctx *c, int64_t index, const float *frame, int32_t cond, fl_error *err)
+{
+    fl_status st = fl_runfile_frame(c->rf, index, frame, cond, err);
+    if (!st && c->metrics)
+        st = fl_metrics_put(c->metrics, index, frame, err);
+    return st;
+}
 
 static fl_status sink_put(void *p, int64_t index, const float *frame, int32_t cond, fl_error *err)
 {
     run_ctx *c = p;
-    fl_status st = fl_runfile_frame(c->rf, index, frame, cond, err);
+    fl_status st = feed(c, index, frame, cond, err);
     if (st)
         return st;
     c->queued++;
@@ -248,7 +288,7 @@ static fl_status replay(run_ctx *c, hid_t old, int64_t frames, int64_t iters, fl
             (st = fl_h5_read_rows(dc, H5T_NATIVE_INT32, i, n, cond, err)))
             break;
         for (int64_t j = 0; j < n && !st; j++)
-            st = fl_runfile_frame(c->rf, i + j, buf + j * fs, cond[j], err);
+            st = feed(c, i + j, buf + j * fs, cond[j], err);
     }
     fl_h5_lock();
     if (dl >= 0)
@@ -378,12 +418,36 @@ static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, const char *script,
     if (st)
         goto out;
     if ((st = fl_runfile_series(c.rf, "iteration_windows", "calls", "denoiser window calls in the iteration",
-                                FL_SERIES_ITERATION, 1, 1, 0, &c.s_windows, err)) ||
+                                FL_RUNFILE_PER_ITERATION, 1, 1, 0, &c.s_windows, err)) ||
         (st = fl_runfile_series(c.rf, "iteration_frame_evals", "frames", "frames passed through the denoiser in the iteration",
-                                FL_SERIES_ITERATION, 1, 1, 0, &c.s_evals, err)) ||
+                                FL_RUNFILE_PER_ITERATION, 1, 1, 0, &c.s_evals, err)) ||
         (st = fl_runfile_series(c.rf, "iteration_seconds", "s", "wall time of the iteration (not deterministic)",
-                                FL_SERIES_ITERATION, 1, 1, 0, &c.s_seconds, err)) ||
-        (st = fl_runfile_start(c.rf, err)))
+                                FL_RUNFILE_PER_ITERATION, 1, 1, 0, &c.s_seconds, err)))
+        goto out;
+    if (c.ex.nmetrics > 0) {
+        fl_metric_spec specs[FL_EXPERIMENT_METRICS_MAX];
+        for (int i = 0; i < c.ex.nmetrics; i++)
+            specs[i] = (fl_metric_spec){ c.ex.metrics[i].name, &c.ex.metric_opts[i] };
+        fl_frame_format fmt = { FL_FRAME_LATENT, c.ex.model->channels, c.ex.model->height, c.ex.model->width };
+        fl_metric_emit emit = { metric_emit, &c };
+        if ((st = fl_metrics_new(specs, (size_t)c.ex.nmetrics, &fmt, c.ex.model, &emit, NULL, &c.metrics, err)))
+            goto out;
+        c.nseries = fl_metrics_series_count(c.metrics);
+        c.series_id = calloc(c.nseries + 1, sizeof *c.series_id);
+        c.series_len = calloc(c.nseries + 1, sizeof *c.series_len);
+        if (!c.series_id || !c.series_len) {
+            st = fl_error_set(err, FL_E_NOMEM, "metric series");
+            goto out;
+        }
+        for (size_t i = 0; i < c.nseries; i++) {
+            const fl_series_info *si = fl_metrics_series(c.metrics, i);
+            if ((st = fl_runfile_series(c.rf, si->name, si->unit, si->description,
+                                        si->kind == FL_SERIES_WINDOW ? FL_RUNFILE_PER_WINDOW : FL_RUNFILE_PER_FRAME,
+                                        si->span, si->stride, 0, &c.series_id[i], err)))
+                goto out;
+        }
+    }
+    if ((st = fl_runfile_start(c.rf, err)))
         goto out;
     if (old >= 0) {
         if ((st = replay(&c, old, s->emitted, start.iterations, err)) || (st = fl_runfile_sync(c.rf, err)))
@@ -429,6 +493,8 @@ static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, const char *script,
     }
     if (!st && c.tracing)
         st = fl_runfile_trace(c.rf, c.trace.num, c.trace.den, c.trace.count, err);
+    if (!st && c.metrics)
+        st = fl_metrics_finish(c.metrics, err); /* the trailing windows */
     if (st) {
         /* the last good state stays: the run can be resumed from it */
         fl_runfile_close(c.rf, "failed", &tot, NULL);
@@ -448,6 +514,9 @@ static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, const char *script,
 out:
     if (c.rf)
         fl_runfile_close(c.rf, "failed", NULL, NULL);
+    fl_metrics_free(c.metrics);
+    free(c.series_id);
+    free(c.series_len);
     fl_engine_trace_free(&c.trace);
     fl_experiment_free(&c.ex);
     free(resolved);

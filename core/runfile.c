@@ -305,7 +305,7 @@ done:
 }
 
 fl_status fl_runfile_series(fl_runfile *rf, const char *name, const char *unit,
-                            const char *description, fl_series_kind kind, int window,
+                            const char *description, fl_runfile_per kind, int window,
                             int stride, int offset, int *id, fl_error *err)
 {
     if (rf->started)

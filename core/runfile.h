@@ -43,11 +43,11 @@ typedef struct fl_runfile_info {
     int64_t resumed;         /* times this run was resumed */
 } fl_runfile_info;
 
-typedef enum fl_series_kind {
-    FL_SERIES_FRAME,     /* value i belongs to frame offset + i */
-    FL_SERIES_WINDOW,    /* value i to frames [offset + i*stride, offset + i*stride + window) */
-    FL_SERIES_ITERATION  /* value i to iteration i */
-} fl_series_kind;
+typedef enum fl_runfile_per {
+    FL_RUNFILE_PER_FRAME,     /* value i belongs to frame offset + i */
+    FL_RUNFILE_PER_WINDOW,    /* value i to frames [offset + i*stride, offset + i*stride + window) */
+    FL_RUNFILE_PER_ITERATION  /* value i to iteration i */
+} fl_runfile_per;
 
 /* Creates `path` (which must not exist: callers decide about overwriting) with every
  * group, dataset and attribute that does not grow; status "running". */
@@ -56,7 +56,7 @@ fl_status fl_runfile_create(fl_runfile **out, const char *path, const fl_runfile
 /* Declares a series /metrics/<name> (before fl_runfile_start: SWMR cannot create objects).
  * Returns its id (>= 0) in *id. */
 fl_status fl_runfile_series(fl_runfile *rf, const char *name, const char *unit,
-                            const char *description, fl_series_kind kind, int window,
+                            const char *description, fl_runfile_per kind, int window,
                             int stride, int offset, int *id, fl_error *err);
 /* Turns on SWMR writing and starts the writer thread. */
 fl_status fl_runfile_start(fl_runfile *rf, fl_error *err);

@@ -57,9 +57,11 @@ typedef struct host {
     fl_script *out;
 } host;
 
-/* Registry keys (their addresses). */
-static const char KEY_EXPERIMENT_MT = 0, KEY_SWEEP_MT = 0, KEY_TEMPLATE = 0, KEY_FL = 0,
-                  KEY_CHUNKS = 0;
+/* Registry keys: addresses of the elements of one array, so they are surely distinct
+ * (light userdata keys via lua_rawgetp / lua_rawsetp). */
+enum { K_EXPERIMENT_MT, K_SWEEP_MT, K_TEMPLATE, K_FL, K_CHUNKS, K_COUNT };
+static const char registry_keys[K_COUNT];
+#define KEY(k) ((const void *)&registry_keys[k])
 
 static const char *const kinds[] = { "model", "noise", "sampler", "scheduler", "planner", NULL };
 
@@ -446,12 +448,12 @@ static int is_type(lua_State *L, int idx, const void *mt_key)
     return eq;
 }
 
-/* What the value at idx is, in a message: "an experiment", "a table", "nothing", ... */
+/* What the value at idx is, in a message: "an experiment", "a plain table", "nil", ... */
 static const char *describe(lua_State *L, int idx)
 {
-    if (is_type(L, idx, &KEY_EXPERIMENT_MT))
+    if (is_type(L, idx, KEY(K_EXPERIMENT_MT)))
         return "an experiment";
-    if (is_type(L, idx, &KEY_SWEEP_MT))
+    if (is_type(L, idx, KEY(K_SWEEP_MT)))
         return "a sweep";
     switch (lua_type(L, idx)) {
     case LUA_TNONE:
@@ -672,7 +674,7 @@ static fl_status cv_sweep(conv *c, int idx, fl_script *s)
     lua_getfield(L, idx, "name"); /* top+2 */
     lua_getfield(L, idx, "grid"); /* top+3 */
     lua_getfield(L, idx, "seeds"); /* top+4 */
-    if (!is_type(L, top + 1, &KEY_EXPERIMENT_MT)) {
+    if (!is_type(L, top + 1, KEY(K_EXPERIMENT_MT))) {
         st = fl_error_set(c->err, FL_E_INVALID, "fl.sweep: base: expected an experiment "
                           "(fl.experiment{...} or fl.include of a script returning one), got %s",
                           describe(L, top + 1));
@@ -803,7 +805,8 @@ static int l_module(lua_State *L)
                          kind, name, describe(L, 1));
     lua_settop(L, 1);
     if (t == LUA_TTABLE) {
-        lua_getfield(L, 1, "module");
+        lua_pushliteral(L, "module");
+        lua_rawget(L, 1);
         if (!lua_isnil(L, -1) &&
             (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), name) != 0))
             return raise_fmt(L, 1, FL_E_INVALID, "fl.%s.%s: module is set by the constructor "
@@ -876,7 +879,7 @@ static int l_experiment(lua_State *L)
                          "{name = ..., model = ..., ...}, got %s", describe(L, 1));
     lua_settop(L, 1);
     copy_table(L, 1);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_EXPERIMENT_MT);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, KEY(K_EXPERIMENT_MT));
     lua_setmetatable(L, 2);
     fl_error e;
     fl_status st = check_experiment(L, host_of(L), 2, &e);
@@ -892,7 +895,7 @@ static int l_sweep(lua_State *L)
                          "{base = ..., grid = ..., seeds = ...}, got %s", describe(L, 1));
     lua_settop(L, 1);
     copy_table(L, 1);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_SWEEP_MT);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, KEY(K_SWEEP_MT));
     lua_setmetatable(L, 2);
     host *h = host_of(L);
     fl_script_free(&h->scratch_script);
@@ -950,8 +953,8 @@ static void push_env(lua_State *L)
 {
     lua_newtable(L);
     int env = lua_gettop(L);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_TEMPLATE);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_FL);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, KEY(K_TEMPLATE));
+    lua_rawgetp(L, LUA_REGISTRYINDEX, KEY(K_FL));
     int tpl = env + 1, fl = env + 2;
     lua_pushnil(L);
     while (lua_next(L, tpl)) { /* key, value */
@@ -996,7 +999,7 @@ static void load_chunk(lua_State *L, const char *shown, const char *text, size_t
  * one calling fl.include), looked up in the chunk table; the main script if none is. */
 static void caller_chunk(lua_State *L)
 {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_CHUNKS);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, KEY(K_CHUNKS));
     int chunks = lua_gettop(L);
     lua_Debug ar;
     for (int level = 1; lua_getstack(L, level, &ar); level++) {
@@ -1108,7 +1111,7 @@ static int l_include(lua_State *L)
         return raise_fmt(L, 1, FL_E_INVALID, "fl.include %s: includes nested more than %d "
                          "deep", shown, FL_SCRIPT_MAX_INCLUDE_DEPTH);
     lua_pushstring(L, real); /* 7: the real path, kept here while the script runs */
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_CHUNKS);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, KEY(K_CHUNKS));
     lua_pushvalue(L, 4);
     lua_pushvalue(L, 6);
     lua_rawset(L, -3);
@@ -1149,7 +1152,7 @@ static int l_print(lua_State *L)
 static int l_require(lua_State *L)
 {
     if (lua_type(L, 1) == LUA_TSTRING && !strcmp(lua_tostring(L, 1), "fifolab")) {
-        lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_FL);
+        lua_rawgetp(L, LUA_REGISTRYINDEX, KEY(K_FL));
         return 1;
     }
     char k[96];
@@ -1172,6 +1175,25 @@ static int call_original(lua_State *L)
     if (st != LUA_OK)
         return lua_error(L);
     return lua_gettop(L);
+}
+
+/* coroutine.create and coroutine.wrap: a new thread starts a fresh hook countdown, so up
+ * to one hook step of its instructions would go uncounted; each new thread is charged a
+ * whole step, which keeps the count an upper bound. Upvalue: the original. */
+static int l_charged(lua_State *L)
+{
+    host *h = host_of(L);
+    h->instr_used += h->hook_step;
+    if (h->instr_used > h->instr_limit && !h->fatal) {
+        lua_Debug ar;
+        h->fatal = FATAL_INSTRUCTIONS;
+        if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar))
+            snprintf(h->fatal_where, sizeof h->fatal_where, "%s:%d", ar.short_src,
+                     ar.currentline);
+    }
+    if (h->fatal)
+        return raise_fatal(L);
+    return call_original(L);
 }
 
 /* setmetatable without __gc: finalizers run with hooks off, out of reach of the
@@ -1299,25 +1321,31 @@ static void setup(lua_State *L, host *h)
         lua_pushcclosure(L, guarded, 1);
         lua_setfield(L, -2, guarded_co[i]);
     }
+    static const char *const charged_co[] = { "create", "wrap", NULL };
+    for (int i = 0; charged_co[i]; i++) {
+        lua_getfield(L, -1, charged_co[i]);
+        lua_pushcclosure(L, l_charged, 1);
+        lua_setfield(L, -2, charged_co[i]);
+    }
     lua_setfield(L, tpl, LUA_COLIBNAME);
 
     /* the experiment and sweep marks: protected, so a script cannot forge or strip them */
     lua_newtable(L);
     lua_pushliteral(L, "fifolab.experiment");
     lua_setfield(L, -2, "__metatable");
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_EXPERIMENT_MT);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, KEY(K_EXPERIMENT_MT));
     lua_newtable(L);
     lua_pushliteral(L, "fifolab.sweep");
     lua_setfield(L, -2, "__metatable");
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_SWEEP_MT);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, KEY(K_SWEEP_MT));
     lua_newtable(L);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_CHUNKS);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, KEY(K_CHUNKS));
 
     push_fl(L);
     lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_FL);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, KEY(K_FL));
     lua_setfield(L, tpl, "fl");
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &KEY_TEMPLATE);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, KEY(K_TEMPLATE));
     lua_pop(L, 1);
 }
 
@@ -1343,7 +1371,7 @@ static int host_main(lua_State *L)
     host *h = lua_touserdata(L, 1);
     lua_settop(L, 0);
     setup(L, h);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &KEY_CHUNKS);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, KEY(K_CHUNKS));
     lua_pushstring(L, h->dir);
     lua_setfield(L, -2, h->name);
     lua_pop(L, 1);
@@ -1363,11 +1391,11 @@ static int host_main(lua_State *L)
     c.L = L;
     c.err = &e;
     fl_status st;
-    if (is_type(L, r, &KEY_EXPERIMENT_MT)) {
+    if (is_type(L, r, KEY(K_EXPERIMENT_MT))) {
         h->out->base = fl_cfg_new(NULL);
         st = h->out->base ? cv_experiment(&c, r, h->out->base)
                           : fl_error_set(&e, FL_E_NOMEM, "experiment: out of memory");
-    } else if (is_type(L, r, &KEY_SWEEP_MT)) {
+    } else if (is_type(L, r, KEY(K_SWEEP_MT))) {
         st = cv_sweep(&c, r, h->out);
     } else {
         return raise_fmt(L, 0, FL_E_INVALID, "%s: the script must return fl.experiment{...} "

@@ -445,6 +445,15 @@ static void test_instruction_limit(void **state)
     double secs = (double)(clock() - t0) / CLOCKS_PER_SEC;
     if (secs > 2.0)
         fail_msg("the limited loops took %.2f s", secs);
+    /* a coroutine's instructions before its first hook are counted too: 20000 coroutines
+     * of ~600 instructions each, in a loop whose own instructions stay under the limit */
+    fl_script_limits lim2 = { 200000, 0, 0 };
+    expect_lim("coro.lua", "for i = 1, 20000 do coroutine.wrap(function() for j = 1, 300 do end end)() end\n"
+                           "return fl.experiment {}",
+               &lim2, FL_E_INVALID, "script exceeded 200000 instructions", "coro.lua:1");
+    expect_lim("coro2.lua", "for i = 1, 20000 do coroutine.resume(coroutine.create(function() for j = 1, 300 do end end)) end\n"
+                            "return fl.experiment {}",
+               &lim2, FL_E_INVALID, "script exceeded 200000 instructions", NULL);
     expect_lim("fine.lua", "local n = 0 for i = 1, 500 do n = n + i end\n"
                            "return fl.experiment { frames = n }",
                &lim, FL_OK, NULL, NULL);
