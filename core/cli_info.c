@@ -410,6 +410,23 @@ static int cmp_rows(const void *a, const void *b)
     return strcmp(((const run_row *)a)->path, ((const run_row *)b)->path);
 }
 
+static char **sort_vary;
+static int sort_nv;
+
+static int cmp_groups(const void *a, const void *b)
+{
+    const run_row *x = &found.r[*(const int *)a], *y = &found.r[*(const int *)b];
+    for (int k = 0; k < sort_nv; k++) {
+        const char *u = val_of(x, sort_vary[k]), *v = val_of(y, sort_vary[k]);
+        char *eu, *ev;
+        double du = strtod(u, &eu), dv = strtod(v, &ev);
+        int c = (!*eu && !*ev && eu != u && ev != v) ? (du > dv) - (du < dv) : strcmp(u, v);
+        if (c)
+            return c;
+    }
+    return 0;
+}
+
 typedef struct column {
     char name[128];
     int series; /* index into metrics name, or -1/-2/-3/-4: frames, calls/frame, oracle, seconds */
@@ -554,6 +571,20 @@ int fl_cmd_summarize(int argc, char **argv)
             group[i] = ng++;
         }
     }
+    /* configurations in the order of their keys' values (numbers as numbers) */
+    sort_vary = vary;
+    sort_nv = nv;
+    qsort(rep, (size_t)ng, sizeof *rep, cmp_groups);
+    for (int i = 0; i < found.n; i++)
+        for (int g = 0; g < ng; g++) {
+            int same = 1;
+            for (int k = 0; k < nv && same; k++)
+                same = !strcmp(val_of(&found.r[i], vary[k]), val_of(&found.r[rep[g]], vary[k]));
+            if (same) {
+                group[i] = g;
+                break;
+            }
+        }
     /* header */
     if (csv) {
         for (int k = 0; k < nv; k++)
