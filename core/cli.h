@@ -11,6 +11,7 @@ int fl_cmd_plan(int argc, char **argv);      /* core/cli_run.c */
 int fl_cmd_info(int argc, char **argv);      /* core/cli_info.c */
 int fl_cmd_summarize(int argc, char **argv); /* core/cli_info.c */
 int fl_cmd_fd(int argc, char **argv);        /* core/cli_fd.c */
+int fl_cmd_eval(int argc, char **argv);      /* core/cli_eval.c */
 
 /* Set by main() from the build (core/cli_run.c defines them) for the run files. */
 extern const char *fl_cli_git_commit;

@@ -9,33 +9,33 @@
 #include <hdf5.h>
 
 #include "core/cli.h"
+#include "core/h5io.h"
 #include "eval/fd.h"
 #include "eval/mmd.h"
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: fifolab fd [options] A.h5:/dataset B.h5:/dataset\n"
-            "\n"
-            "Frechet distance between two sets of feature vectors, in float64:\n"
-            "  |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)), covariances 1/(N - ddof),\n"
-            "the square root through symmetric eigendecompositions. Each input is an [N, D]\n"
-            "float32/float64 dataset, or a group of FD statistics written by fifolab\n"
-            "(mean, comoment/cov, count) or by anyone (mean, cov, attribute count).\n"
-            "Optional attributes extractor, resize, clip_len, samples must agree.\n"
-            "\n"
-            "options:\n"
-            "  --mmd             the unbiased MMD^2 with KID's kernel (x.y/D + 1)^3 instead\n"
-            "                    (needs raw feature datasets; unbiased at any N)\n"
-            "  --subsets K       MMD over K random subsets: mean and std (default 0: whole sets)\n"
-            "  --subset-size M   samples per subset (default min(N_A, N_B, 1000))\n"
-            "  --seed S          subset draw seed (default 0)\n"
-            "  --ddof 0|1        FD covariance estimator 1/(N - ddof) (default 1)\n"
-            "  -h, --help        show this help\n"
-            "\n"
-            "Prints the sample counts and the distance; warns when a set has fewer than 2 D\n"
-            "samples (FD is then biased upward and unstable). Exit status: 0 done, 1 a\n"
-            "file or dataset could not be used, 2 bad usage.\n");
+    fprintf(f, "usage: fifolab fd [options] A.h5:/dataset B.h5:/dataset\n"
+               "\n"
+               "Frechet distance between two sets of feature vectors, in float64:\n"
+               "  |mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)), covariances 1/(N - ddof),\n"
+               "the square root through symmetric eigendecompositions. Each input is an [N, D]\n"
+               "float32/float64 dataset, or a group of FD statistics written by fifolab\n"
+               "(mean, comoment/cov, count) or by anyone (mean, cov, attribute count).\n"
+               "Optional attributes extractor, resize, clip_len, samples must agree.\n"
+               "\n"
+               "options:\n"
+               "  --mmd             the unbiased MMD^2 with KID's kernel (x.y/D + 1)^3 instead\n"
+               "                    (needs raw feature datasets; unbiased at any N)\n"
+               "  --subsets K       MMD over K random subsets: mean and std (default 0: whole sets)\n"
+               "  --subset-size M   samples per subset (default min(N_A, N_B, 1000))\n"
+               "  --seed S          subset draw seed (default 0)\n"
+               "  --ddof 0|1        FD covariance estimator 1/(N - ddof) (default 1)\n"
+               "  -h, --help        show this help\n"
+               "\n"
+               "Prints the sample counts and the distance; warns when a set has fewer than 2 D\n"
+               "samples (FD is then biased upward and unstable). Exit status: 0 done, 1 a\n"
+               "file or dataset could not be used, 2 bad usage.\n");
 }
 
 /* One input: file + object, opened. */
@@ -173,7 +173,8 @@ static int read_rows(source *s, int64_t r0, int64_t nr, double *out)
     if (fs >= 0)
         H5Sclose(fs);
     if (rc)
-        fprintf(stderr, "fifolab fd: %s: reading rows %" PRId64 "..%" PRId64 " failed\n", s->spec, r0, r0 + nr - 1);
+        fprintf(stderr, "fifolab fd: %s: reading rows %" PRId64 "..%" PRId64 " failed\n", s->spec, r0,
+                r0 + nr - 1);
     return rc;
 }
 
@@ -211,7 +212,8 @@ static int source_stats(source *s, fl_fd_stats **out)
         if (read_rows(s, r0, nr, buf))
             rc = 1;
         else if (fl_fd_stats_add_f64(*out, buf, nr, &err)) {
-            fprintf(stderr, "fifolab fd: %s: %s (row numbers from %" PRId64 ")\n", s->spec, fl_error_msg(&err), r0);
+            fprintf(stderr, "fifolab fd: %s: %s (row numbers from %" PRId64 ")\n", s->spec,
+                    fl_error_msg(&err), r0);
             rc = 1;
         }
     }
@@ -225,7 +227,8 @@ static int parse_i64(const char *opt, const char *v, int64_t lo, int64_t *out)
     errno = 0;
     long long x = v ? strtoll(v, &end, 10) : 0;
     if (!v || *v == '\0' || *end != '\0' || errno || x < lo) {
-        fprintf(stderr, "fifolab fd: %s: expected an integer >= %" PRId64 ", got '%s'\n", opt, lo, v ? v : "");
+        fprintf(stderr, "fifolab fd: %s: expected an integer >= %" PRId64 ", got '%s'\n", opt, lo,
+                v ? v : "");
         return -1;
     }
     *out = x;
@@ -247,8 +250,8 @@ static int run_fd(source *a, source *b, int ddof)
     if (source_stats(a, &sa) || source_stats(b, &sb))
         goto out;
     if (a->d != b->d) {
-        fprintf(stderr, "fifolab fd: dimensions differ: %s has D = %" PRId64 ", %s has D = %" PRId64 "\n", a->spec,
-                a->d, b->spec, b->d);
+        fprintf(stderr, "fifolab fd: dimensions differ: %s has D = %" PRId64 ", %s has D = %" PRId64 "\n",
+                a->spec, a->d, b->spec, b->d);
         goto out;
     }
     fl_fd_opts o = { ddof };
@@ -263,8 +266,8 @@ static int run_fd(source *a, source *b, int ddof)
     describe("b", b);
     printf("fd     %.10g\n", r.fd);
     printf("  mean term   %.10g\n", r.mean_term);
-    printf("  trace term  %.10g  (tr sqrt(S_a S_b) = %.10g; covariances 1/(N - %d))\n", r.trace_term, r.tr_sqrt,
-           r.ddof);
+    printf("  trace term  %.10g  (tr sqrt(S_a S_b) = %.10g; covariances 1/(N - %d))\n", r.trace_term,
+           r.tr_sqrt, r.ddof);
     if (r.warnings)
         fprintf(stderr, "fifolab fd: warning: %s\n", r.warning);
     rc = 0;
@@ -279,12 +282,13 @@ static int run_mmd(source *a, source *b, const fl_mmd_opts *o)
     source *s[2] = { a, b };
     for (int i = 0; i < 2; i++)
         if (s[i]->is_stats) {
-            fprintf(stderr, "fifolab fd: %s: --mmd needs feature vectors, this holds FD statistics\n", s[i]->spec);
+            fprintf(stderr, "fifolab fd: %s: --mmd needs feature vectors, this holds FD statistics\n",
+                    s[i]->spec);
             return 1;
         }
     if (a->d != b->d) {
-        fprintf(stderr, "fifolab fd: dimensions differ: %s has D = %" PRId64 ", %s has D = %" PRId64 "\n", a->spec,
-                a->d, b->spec, b->d);
+        fprintf(stderr, "fifolab fd: dimensions differ: %s has D = %" PRId64 ", %s has D = %" PRId64 "\n",
+                a->spec, a->d, b->spec, b->d);
         return 1;
     }
     fl_error err;
@@ -298,8 +302,8 @@ static int run_mmd(source *a, source *b, const fl_mmd_opts *o)
     for (int i = 0; i < 2; i++) {
         x[i] = malloc((size_t)(s[i]->n ? s[i]->n : 1) * (size_t)s[i]->d * sizeof(double));
         if (!x[i]) {
-            fprintf(stderr, "fifolab fd: %s: out of memory for %" PRId64 " x %" PRId64 "\n", s[i]->spec, s[i]->n,
-                    s[i]->d);
+            fprintf(stderr, "fifolab fd: %s: out of memory for %" PRId64 " x %" PRId64 "\n", s[i]->spec,
+                    s[i]->n, s[i]->d);
             goto out;
         }
         if (s[i]->n > 0 && read_rows(s[i], 0, s[i]->n, x[i]))
@@ -382,15 +386,15 @@ int fl_cmd_fd(int argc, char **argv)
             source_close(&s[1]);
             return 2;
         }
-    /* HDF5's own error stack printing would add pages of noise to our one-line errors. */
-    H5E_auto2_t old_fn;
-    void *old_data;
-    H5Eget_auto2(H5E_DEFAULT, &old_fn, &old_data);
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    int rc = source_open(&s[0]) || source_open(&s[1]) ? 1 : mmd ? run_mmd(&s[0], &s[1], &mo) : run_fd(&s[0], &s[1], (int)ddof);
+    /* fifolab's one HDF5 lock (it also keeps HDF5's own error stack printing off: our
+     * errors are one line naming the input). */
+    fl_h5_lock();
+    int rc = source_open(&s[0]) || source_open(&s[1]) ? 1
+             : mmd                                    ? run_mmd(&s[0], &s[1], &mo)
+                                                      : run_fd(&s[0], &s[1], (int)ddof);
     source_close(&s[0]);
     source_close(&s[1]);
-    H5Eset_auto2(H5E_DEFAULT, old_fn, old_data);
+    fl_h5_unlock();
     fflush(stdout);
     return rc;
 }

@@ -26,6 +26,7 @@ static void usage(FILE *f)
             "  plan        list a sweep's points with their run ids and directories\n"
             "  info        summarize a run file (config, status, frames, metrics)\n"
             "  summarize   one comparison table of every run under a directory\n"
+            "  eval        compute metrics of run files offline into their /metrics\n"
             "  fd          Frechet distance (or --mmd) between two HDF5 feature sets\n"
             "  generate    run the built-in experiment (defaults + --set) into plain files\n"
             "  backends    list the compute backends this build has and check each one\n"
@@ -218,6 +219,7 @@ int main(int argc, char **argv)
         { "run", fl_cmd_run },         { "resume", fl_cmd_resume },
         { "plan", fl_cmd_plan },       { "info", fl_cmd_info },
         { "summarize", fl_cmd_summarize }, { "fd", fl_cmd_fd },
+        { "eval", fl_cmd_eval },
         { "generate", fl_cmd_generate }, { "backends", cmd_backends },
         { "inspect", cmd_inspect },
     };

@@ -15,8 +15,8 @@
 /* Ownership: an fl_fd_stats belongs to whoever created it (fl_fd_stats_new / _load) and
  * is released with fl_fd_stats_free; every array handed in stays the caller's and is only
  * read during the call; pointers returned by the accessors belong to the stats and live
- * until it is freed or next changed. HDF5 calls are not thread-safe in Debian's serial
- * build: the caller serialises the _save/_load functions with any other HDF5 use. */
+ * until it is freed or next changed. The HDF5 functions hold fl_h5_lock (core/h5io.h)
+ * while they run, so they may be called beside the run-file writer thread. */
 
 #define FL_FD_NAME_MAX 64
 #define FL_FD_DIM_MAX 16384 /* D x D doubles must stay addressable by LAPACK's 32-bit ints */
@@ -87,8 +87,7 @@ fl_status fl_fd_stats_load(hid_t loc, const char *name, const fl_fd_protocol *ex
                            const fl_allocator *alloc, fl_fd_stats **out, fl_error *err);
 /* The same by file path: _save_file opens the file read-write, creating it when absent;
  * group paths may be nested ("/stats/real"; missing parents are created). */
-fl_status fl_fd_stats_save_file(const fl_fd_stats *s, const char *path, const char *group,
-                                fl_error *err);
+fl_status fl_fd_stats_save_file(const fl_fd_stats *s, const char *path, const char *group, fl_error *err);
 fl_status fl_fd_stats_load_file(const char *path, const char *group, const fl_fd_protocol *expect,
                                 const fl_allocator *alloc, fl_fd_stats **out, fl_error *err);
 /* Reads the protocol attributes an HDF5 object may carry (extractor, resize: strings;
@@ -101,17 +100,18 @@ int fl_fd_stats_is_group(hid_t loc, const char *name);
 
 /* ---- the distance ---------------------------------------------------------------------
  *   FD = |mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr sqrt(S1 S2),
- * with tr sqrt(S1 S2) = tr sqrt(A S2 A), A = S1^(1/2): A from the eigendecomposition of S1
- * (negative eigenvalues from round-off clamped to 0), then the eigenvalues of the
- * symmetric A S2 A (clamped likewise), never a non-symmetric matrix square root. The
- * result is clamped at 0. */
+ * with tr sqrt(S1 S2) = tr sqrt(A S2 A), A = S1^(1/2): the symmetric eigendecompositions
+ * of S1 and S2 (negative eigenvalues from round-off clamped to 0), then tr sqrt(A S2 A)
+ * as the sum of the singular values of A S2^(1/2) (whose squares are the eigenvalues of
+ * A S2 A; see fd.c for why not those eigenvalues), never a non-symmetric matrix square
+ * root. The result is clamped at 0. */
 typedef struct fl_fd_opts {
     int ddof; /* covariance estimator 1 / (n - ddof): 1 (default, unbiased) or 0 */
 } fl_fd_opts;
 
-#define FL_FD_WARN_FEW_A 1u     /* set a has fewer than 2 D samples */
-#define FL_FD_WARN_FEW_B 2u     /* set b likewise */
-#define FL_FD_WARN_SAMPLES 4u   /* a count differs from the protocol's `samples` */
+#define FL_FD_WARN_FEW_A 1u   /* set a has fewer than 2 D samples */
+#define FL_FD_WARN_FEW_B 2u   /* set b likewise */
+#define FL_FD_WARN_SAMPLES 4u /* a count differs from the protocol's `samples` */
 
 typedef struct fl_fd_result {
     double fd;         /* the distance, >= 0 */
@@ -125,16 +125,16 @@ typedef struct fl_fd_result {
 } fl_fd_result;
 
 /* opts may be NULL (defaults). Protocols must agree; each set needs n > ddof. */
-fl_status fl_fd_distance(const fl_fd_stats *a, const fl_fd_stats *b, const fl_fd_opts *opts,
-                         fl_fd_result *r, fl_error *err);
+fl_status fl_fd_distance(const fl_fd_stats *a, const fl_fd_stats *b, const fl_fd_opts *opts, fl_fd_result *r,
+                         fl_error *err);
 /* The same from explicit Gaussians: means [d], covariances [d, d] (full, symmetric,
  * finite; only the lower triangles are read). n_a, n_b are the sample counts behind
  * them, for the warnings (0: unknown, no warning). alloc NULL = default. */
-fl_status fl_fd_gaussian(int64_t d, const double *mu_a, const double *cov_a, int64_t n_a,
-                         const double *mu_b, const double *cov_b, int64_t n_b,
-                         const fl_allocator *alloc, fl_fd_result *r, fl_error *err);
+fl_status fl_fd_gaussian(int64_t d, const double *mu_a, const double *cov_a, int64_t n_a, const double *mu_b,
+                         const double *cov_b, int64_t n_b, const fl_allocator *alloc, fl_fd_result *r,
+                         fl_error *err);
 /* tr sqrt(S1 S2) alone for symmetric PSD S1, S2 [d, d] (lower triangles read). */
-fl_status fl_fd_trace_sqrt_product(int64_t d, const double *s1, const double *s2,
-                                   const fl_allocator *alloc, double *out, fl_error *err);
+fl_status fl_fd_trace_sqrt_product(int64_t d, const double *s1, const double *s2, const fl_allocator *alloc,
+                                   double *out, fl_error *err);
 
 #endif

@@ -27,8 +27,8 @@ typedef struct module_vt {
     int windowed;    /* has window() */
     int latent_only; /* refuses pixel frames */
     fl_status (*init)(module *md, fl_error *err);
-    fl_status (*frame)(module *md, int64_t t, fl_error *err);              /* frame t is in the ring */
-    fl_status (*window)(module *md, int64_t s, int len, fl_error *err);     /* frames s .. s+len-1 */
+    fl_status (*frame)(module *md, int64_t t, fl_error *err);           /* frame t is in the ring */
+    fl_status (*window)(module *md, int64_t s, int len, fl_error *err); /* frames s .. s+len-1 */
     void (*fini)(module *md);
     fl_status (*save)(const module *md, fl_state *st, fl_error *err);
     fl_status (*restore)(module *md, const fl_state *st, fl_error *err);
@@ -143,14 +143,15 @@ static fl_status adjacent_init(module *md, fl_error *err)
         return nomem(md, err);
     fl_metrics *m = md->set;
     md->history = 2;
-    add_series(md, "adjacent_mse", unit_square(md), "mean squared difference of frames t and t+1", FL_SERIES_FRAME,
-               2, 1);
-    add_series(md, "adjacent_psnr", "dB", "PSNR of frame t+1 against frame t, 10 log10(R^2 / MSE), capped at 100",
+    add_series(md, "adjacent_mse", unit_square(md), "mean squared difference of frames t and t+1",
                FL_SERIES_FRAME, 2, 1);
+    add_series(md, "adjacent_psnr", "dB",
+               "PSNR of frame t+1 against frame t, 10 log10(R^2 / MSE), capped at 100", FL_SERIES_FRAME, 2,
+               1);
     add_series(md, "adjacent_ssim", "1", "SSIM of frames t and t+1 (Gaussian window, per channel, averaged)",
                FL_SERIES_FRAME, 2, 1);
-    return fl_ssim_init(&p->ssim, m->c, m->h, m->w, md->o.ssim_window, md->o.ssim_sigma, md->o.range, m->alloc,
-                        err);
+    return fl_ssim_init(&p->ssim, m->c, m->h, m->w, md->o.ssim_window, md->o.ssim_sigma, md->o.range,
+                        m->alloc, err);
 }
 
 static fl_status adjacent_frame(module *md, int64_t t, fl_error *err)
@@ -207,8 +208,9 @@ static fl_status flicker_init(module *md, fl_error *err)
 {
     (void)err;
     add_series(md, "flicker", "1",
-               is_pixels(md) ? "VBench temporal flickering (255 - mean |frame t+1 - frame t|) / 255 over the window"
-                             : "1 - mean |frame t+1 - frame t| / R over the window (latent analogue of VBench flicker)",
+               is_pixels(md)
+                   ? "VBench temporal flickering (255 - mean |frame t+1 - frame t|) / 255 over the window"
+                   : "1 - mean |frame t+1 - frame t| / R over the window (latent analogue of VBench flicker)",
                FL_SERIES_WINDOW, md->o.window, md->o.stride);
     return FL_OK;
 }
@@ -221,10 +223,10 @@ static fl_status flicker_window(module *md, int64_t s, int len, fl_error *err)
 /* ---- drift: statistics against the first window, and distances at frame gaps -------- */
 
 typedef struct drift_priv {
-    int d;           /* feature dimension 2C: per-frame channel means and stds */
-    int has_frame;   /* anchor frame (the first frame) held */
-    int has_window;  /* anchor window statistics held */
-    float *frame;    /* [frame_len] */
+    int d;          /* feature dimension 2C: per-frame channel means and stds */
+    int has_frame;  /* anchor frame (the first frame) held */
+    int has_window; /* anchor window statistics held */
+    float *frame;   /* [frame_len] */
     /* anchor window: a_len, then mean [C], std [C], feature mean [d], feature cov [d, d] */
     double *anchor;
     size_t anchor_len;
@@ -232,7 +234,10 @@ typedef struct drift_priv {
     double *cur, *feat;
 } drift_priv;
 
-static size_t drift_block(const fl_metrics *m, int d) { return 1 + 2 * (size_t)m->c + (size_t)d + (size_t)d * d; }
+static size_t drift_block(const fl_metrics *m, int d)
+{
+    return 1 + 2 * (size_t)m->c + (size_t)d + (size_t)d * d;
+}
 
 static fl_status drift_init(module *md, fl_error *err)
 {
@@ -257,15 +262,15 @@ static fl_status drift_init(module *md, fl_error *err)
     for (int i = 0; i < md->o.n_gaps; i++) {
         char name[NAME_LEN];
         snprintf(name, sizeof name, "drift_gap%d", md->o.gaps[i]);
-        add_series(md, name, unit_square(md), "mean squared difference of frames t and t+gap (gap in the name)",
-                   FL_SERIES_FRAME, md->o.gaps[i] + 1, 1);
+        add_series(md, name, unit_square(md),
+                   "mean squared difference of frames t and t+gap (gap in the name)", FL_SERIES_FRAME,
+                   md->o.gaps[i] + 1, 1);
     }
     add_series(md, "drift_mean", unit_value(md),
                "RMS over channels of (window channel mean - first window's)", FL_SERIES_WINDOW, md->o.window,
                md->o.stride);
-    add_series(md, "drift_std", unit_value(md),
-               "RMS over channels of (window channel std - first window's)", FL_SERIES_WINDOW, md->o.window,
-               md->o.stride);
+    add_series(md, "drift_std", unit_value(md), "RMS over channels of (window channel std - first window's)",
+               FL_SERIES_WINDOW, md->o.window, md->o.stride);
     add_series(md, "drift_fd", unit_square(md),
                "Frechet distance of per-frame [channel means, channel stds] features, window vs first window",
                FL_SERIES_WINDOW, md->o.window, md->o.stride);
@@ -370,7 +375,8 @@ static fl_status drift_window(module *md, int64_t s, int len, fl_error *err)
     if (a[0] >= 2 && b[0] >= 2) {
         fl_fd_result r;
         const double *amu = a + 1 + 2 * c, *bmu = b + 1 + 2 * c;
-        fl_status st = fl_fd_gaussian(d, bmu, bmu + d, (int64_t)b[0], amu, amu + d, (int64_t)a[0], m->alloc, &r, err);
+        fl_status st =
+            fl_fd_gaussian(d, bmu, bmu + d, (int64_t)b[0], amu, amu + d, (int64_t)a[0], m->alloc, &r, err);
         if (st)
             return fl_error_prefix(err, "metric drift: window at frame %" PRId64, s);
         fd = r.fd;
@@ -389,9 +395,11 @@ static fl_status drift_save(const module *md, fl_state *st, fl_error *err)
     int64_t flags[2] = { p->has_frame, p->has_window };
     fl_status rc = fl_state_put(st, "metrics/drift/flags", FL_STATE_I64, flags, 2, err);
     if (!rc && p->has_frame)
-        rc = fl_state_put(st, "metrics/drift/anchor_frame", FL_STATE_F32, p->frame, (int64_t)md->set->frame_len, err);
+        rc = fl_state_put(st, "metrics/drift/anchor_frame", FL_STATE_F32, p->frame,
+                          (int64_t)md->set->frame_len, err);
     if (!rc && p->has_window)
-        rc = fl_state_put(st, "metrics/drift/anchor_window", FL_STATE_F64, p->anchor, (int64_t)p->anchor_len, err);
+        rc = fl_state_put(st, "metrics/drift/anchor_window", FL_STATE_F64, p->anchor, (int64_t)p->anchor_len,
+                          err);
     return rc;
 }
 
@@ -401,9 +409,11 @@ static fl_status drift_restore(module *md, const fl_state *st, fl_error *err)
     int64_t flags[2];
     fl_status rc = fl_state_get(st, "metrics/drift/flags", FL_STATE_I64, flags, 2, err);
     if (!rc && flags[0])
-        rc = fl_state_get(st, "metrics/drift/anchor_frame", FL_STATE_F32, p->frame, (int64_t)md->set->frame_len, err);
+        rc = fl_state_get(st, "metrics/drift/anchor_frame", FL_STATE_F32, p->frame,
+                          (int64_t)md->set->frame_len, err);
     if (!rc && flags[1])
-        rc = fl_state_get(st, "metrics/drift/anchor_window", FL_STATE_F64, p->anchor, (int64_t)p->anchor_len, err);
+        rc = fl_state_get(st, "metrics/drift/anchor_window", FL_STATE_F64, p->anchor, (int64_t)p->anchor_len,
+                          err);
     if (!rc) {
         p->has_frame = flags[0] != 0;
         p->has_window = flags[1] != 0;
@@ -437,12 +447,15 @@ static fl_status spectral_init(module *md, fl_error *err)
         if (!p->grey || !p->gptr)
             return nomem(md, err);
     }
-    add_series(md, "spectral_hf_spatial", "1", "share of the window's 3-D spectrum energy above the cutoff in spatial frequency",
+    add_series(md, "spectral_hf_spatial", "1",
+               "share of the window's 3-D spectrum energy above the cutoff in spatial frequency",
                FL_SERIES_WINDOW, md->o.window, md->o.stride);
-    add_series(md, "spectral_hf_temporal", "1", "share of the window's energy above the cutoff in temporal frequency",
-               FL_SERIES_WINDOW, md->o.window, md->o.stride);
-    add_series(md, "spectral_hf_st", "1", "share of the window's energy above the cutoff in space-time frequency",
-               FL_SERIES_WINDOW, md->o.window, md->o.stride);
+    add_series(md, "spectral_hf_temporal", "1",
+               "share of the window's energy above the cutoff in temporal frequency", FL_SERIES_WINDOW,
+               md->o.window, md->o.stride);
+    add_series(md, "spectral_hf_st", "1",
+               "share of the window's energy above the cutoff in space-time frequency", FL_SERIES_WINDOW,
+               md->o.window, md->o.stride);
     return FL_OK;
 }
 
@@ -485,7 +498,7 @@ static void spectral_fini(module *md)
 /* ---- oracle: the gauss testbed's spectrum and correlation against the truth --------- */
 
 typedef struct oracle_priv {
-    fl_tensor win; /* [window, C, H, W] f32 */
+    fl_tensor win;        /* [window, C, H, W] f32 */
     double *power, *corr; /* [H * W] per mode */
     const double *P;
     double sum_p, rho;
@@ -496,11 +509,13 @@ static fl_status oracle_init(module *md, fl_error *err)
     fl_metrics *m = md->set;
     fl_denoiser *d = m->model;
     if (!d || !fl_gauss_is(d))
-        return fl_error_set(err, FL_E_INVALID, "metric oracle: needs the gauss model (the only one with a known truth), got %s",
+        return fl_error_set(err, FL_E_INVALID,
+                            "metric oracle: needs the gauss model (the only one with a known truth), got %s",
                             d ? d->vt->name : "no model");
     if (d->channels != m->c || d->height != m->h || d->width != m->w)
-        return fl_error_set(err, FL_E_SHAPE, "metric oracle: frames are [%d, %d, %d], the model's [%d, %d, %d]", m->c,
-                            m->h, m->w, d->channels, d->height, d->width);
+        return fl_error_set(err, FL_E_SHAPE,
+                            "metric oracle: frames are [%d, %d, %d], the model's [%d, %d, %d]", m->c, m->h,
+                            m->w, d->channels, d->height, d->width);
     oracle_priv *p = priv_alloc(md, sizeof *p);
     if (!p)
         return nomem(md, err);
@@ -519,17 +534,21 @@ static fl_status oracle_init(module *md, fl_error *err)
         p->sum_p += p->P[k];
     md->history = 1;
     int W = md->o.window, S = md->o.stride;
-    add_series(md, "oracle_power_ratio", "1", "total power of the window over the true total (1 for the true process)",
-               FL_SERIES_WINDOW, W, S);
-    add_series(md, "oracle_power_ratio_high", "1", "the same over the high half of the spatial frequencies (blur lowers it)",
-               FL_SERIES_WINDOW, W, S);
-    add_series(md, "oracle_power_err", "1", "sum over modes |power - P| / sum P: error of the per-mode power spectrum",
-               FL_SERIES_WINDOW, W, S);
-    add_series(md, "oracle_corr", "1", "drift-compensated lag-1 correlation (rho for the true process)", FL_SERIES_WINDOW,
+    add_series(md, "oracle_power_ratio", "1",
+               "total power of the window over the true total (1 for the true process)", FL_SERIES_WINDOW, W,
+               S);
+    add_series(md, "oracle_power_ratio_high", "1",
+               "the same over the high half of the spatial frequencies (blur lowers it)", FL_SERIES_WINDOW, W,
+               S);
+    add_series(md, "oracle_power_err", "1",
+               "sum over modes |power - P| / sum P: error of the per-mode power spectrum", FL_SERIES_WINDOW,
                W, S);
-    add_series(md, "oracle_corr_err", "1", "oracle_corr - rho", FL_SERIES_WINDOW, W, S);
-    add_series(md, "oracle_corr_mode_err", "1", "power-weighted mean over modes of |per-mode lag-1 correlation - rho|",
+    add_series(md, "oracle_corr", "1", "drift-compensated lag-1 correlation (rho for the true process)",
                FL_SERIES_WINDOW, W, S);
+    add_series(md, "oracle_corr_err", "1", "oracle_corr - rho", FL_SERIES_WINDOW, W, S);
+    add_series(md, "oracle_corr_mode_err", "1",
+               "power-weighted mean over modes of |per-mode lag-1 correlation - rho|", FL_SERIES_WINDOW, W,
+               S);
     return FL_OK;
 }
 
@@ -592,7 +611,8 @@ static fl_status stats_init(module *md, fl_error *err)
     (void)err;
     md->history = 1;
     add_series(md, "frame_mean", unit_value(md), "mean of every element of frame t", FL_SERIES_FRAME, 1, 1);
-    add_series(md, "frame_std", unit_value(md), "standard deviation of every element of frame t", FL_SERIES_FRAME, 1, 1);
+    add_series(md, "frame_std", unit_value(md), "standard deviation of every element of frame t",
+               FL_SERIES_FRAME, 1, 1);
     return FL_OK;
 }
 
@@ -612,30 +632,79 @@ static fl_status stats_frame(module *md, int64_t t, fl_error *err)
 
 /* ---- registry ---------------------------------------------------------------------- */
 
-static const module_vt adjacent_vt = { "adjacent", "adjacent-frame MSE, PSNR and SSIM",
-                                       OPT_RANGE | OPT_SSIM, 0, 0, adjacent_init, adjacent_frame, NULL,
-                                       adjacent_fini, NULL, NULL };
-static const module_vt flicker_vt = { "flicker", "VBench temporal flickering score per window",
-                                      OPT_WINDOW | OPT_RANGE, 1, 0, flicker_init, NULL, flicker_window, NULL,
-                                      NULL, NULL };
-static const module_vt motion_vt = { "motion", "motion amount: mean absolute temporal difference",
-                                     OPT_WINDOW, 1, 0, motion_init, motion_frame, motion_window, NULL, NULL, NULL };
-static const module_vt drift_vt = { "drift",
-                                    "anchor drift: window statistics against the first window, distances at frame gaps",
-                                    OPT_WINDOW | OPT_GAPS, 1, 0, drift_init, drift_frame, drift_window, drift_fini,
-                                    drift_save, drift_restore };
-static const module_vt spectral_vt = { "spectral", "spatial / temporal high-frequency energy shares (3-D FFT)",
-                                       OPT_WINDOW | OPT_CUTOFF, 1, 0, spectral_init, NULL, spectral_window,
-                                       spectral_fini, NULL, NULL };
-static const module_vt oracle_vt = { "oracle", "gauss testbed: power spectrum and lag-1 correlation against the truth",
-                                     OPT_WINDOW, 1, 1, oracle_init, NULL, oracle_window, oracle_fini, NULL, NULL };
-static const module_vt stats_vt = { "stats", "per-frame mean and standard deviation", 0, 0, 0, stats_init,
-                                    stats_frame, NULL, NULL, NULL, NULL };
+static const module_vt adjacent_vt = { "adjacent",
+                                       "adjacent-frame MSE, PSNR and SSIM",
+                                       OPT_RANGE | OPT_SSIM,
+                                       0,
+                                       0,
+                                       adjacent_init,
+                                       adjacent_frame,
+                                       NULL,
+                                       adjacent_fini,
+                                       NULL,
+                                       NULL };
+static const module_vt flicker_vt = { "flicker",
+                                      "VBench temporal flickering score per window",
+                                      OPT_WINDOW | OPT_RANGE,
+                                      1,
+                                      0,
+                                      flicker_init,
+                                      NULL,
+                                      flicker_window,
+                                      NULL,
+                                      NULL,
+                                      NULL };
+static const module_vt motion_vt = { "motion",
+                                     "motion amount: mean absolute temporal difference",
+                                     OPT_WINDOW,
+                                     1,
+                                     0,
+                                     motion_init,
+                                     motion_frame,
+                                     motion_window,
+                                     NULL,
+                                     NULL,
+                                     NULL };
+static const module_vt drift_vt = {
+    "drift",
+    "anchor drift: window statistics against the first window, distances at frame gaps",
+    OPT_WINDOW | OPT_GAPS,
+    1,
+    0,
+    drift_init,
+    drift_frame,
+    drift_window,
+    drift_fini,
+    drift_save,
+    drift_restore
+};
+static const module_vt spectral_vt = { "spectral",
+                                       "spatial / temporal high-frequency energy shares (3-D FFT)",
+                                       OPT_WINDOW | OPT_CUTOFF,
+                                       1,
+                                       0,
+                                       spectral_init,
+                                       NULL,
+                                       spectral_window,
+                                       spectral_fini,
+                                       NULL,
+                                       NULL };
+static const module_vt oracle_vt = {
+    "oracle",    "gauss testbed: power spectrum and lag-1 correlation against the truth",
+    OPT_WINDOW,  1,
+    1,           oracle_init,
+    NULL,        oracle_window,
+    oracle_fini, NULL,
+    NULL
+};
+static const module_vt stats_vt = {
+    "stats", "per-frame mean and standard deviation", 0, 0, 0, stats_init, stats_frame, NULL, NULL, NULL, NULL
+};
 
 static const module_vt *const registry[] = { &adjacent_vt, &flicker_vt, &motion_vt, &drift_vt,
-                                             &spectral_vt, &oracle_vt, &stats_vt };
+                                             &spectral_vt, &oracle_vt,  &stats_vt };
 static const char *const registry_names[] = { "adjacent", "flicker", "motion", "drift",
-                                              "spectral", "oracle", "stats", NULL };
+                                              "spectral", "oracle",  "stats",  NULL };
 #define N_REGISTRY (sizeof registry / sizeof registry[0])
 
 static const module_vt *find_vt(const char *name)
@@ -659,8 +728,8 @@ static fl_status unknown_module(const char *name, fl_error *err)
     char list[256] = "";
     for (size_t i = 0; i < N_REGISTRY; i++)
         snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", registry[i]->name);
-    return fl_error_set(err, FL_E_INVALID, "metrics: unknown module \"%s\"; accepted: %s", name ? name : "(null)",
-                        list);
+    return fl_error_set(err, FL_E_INVALID, "metrics: unknown module \"%s\"; accepted: %s",
+                        name ? name : "(null)", list);
 }
 
 /* ---- options ----------------------------------------------------------------------- */
@@ -681,34 +750,39 @@ static fl_status opts_check(const char *mod, unsigned mask, const fl_metric_opts
 {
     if (mask & OPT_WINDOW) {
         if (o->window < 2 || o->window > 4096)
-            return fl_error_set(err, FL_E_RANGE, "%s.window: expected an integer in [2, 4096], got %d", mod, o->window);
+            return fl_error_set(err, FL_E_RANGE, "%s.window: expected an integer in [2, 4096], got %d", mod,
+                                o->window);
         if (o->stride < 0 || o->stride > 4096)
-            return fl_error_set(err, FL_E_RANGE, "%s.stride: expected an integer in [0, 4096], got %d", mod, o->stride);
+            return fl_error_set(err, FL_E_RANGE, "%s.stride: expected an integer in [0, 4096], got %d", mod,
+                                o->stride);
         if (o->min_frames < 0 || o->min_frames > o->window)
-            return fl_error_set(err, FL_E_RANGE, "%s.min_frames: expected an integer in [0, window = %d], got %d", mod,
+            return fl_error_set(err, FL_E_RANGE,
+                                "%s.min_frames: expected an integer in [0, window = %d], got %d", mod,
                                 o->window, o->min_frames);
     }
     if ((mask & OPT_RANGE) && !(o->range >= 0.0 && isfinite(o->range)))
-        return fl_error_set(err, FL_E_RANGE, "%s.range: expected a finite number >= 0 (0: the default), got %g", mod,
+        return fl_error_set(err, FL_E_RANGE,
+                            "%s.range: expected a finite number >= 0 (0: the default), got %g", mod,
                             o->range);
     if (mask & OPT_SSIM) {
         if (o->ssim_window < 1 || o->ssim_window > 99 || o->ssim_window % 2 == 0)
-            return fl_error_set(err, FL_E_RANGE, "%s.ssim_window: expected an odd integer in [1, 99], got %d", mod,
-                                o->ssim_window);
+            return fl_error_set(err, FL_E_RANGE, "%s.ssim_window: expected an odd integer in [1, 99], got %d",
+                                mod, o->ssim_window);
         if (!(o->ssim_sigma > 0.0 && o->ssim_sigma <= 100.0))
             return fl_error_set(err, FL_E_RANGE, "%s.ssim_sigma: expected a number in (0, 100], got %g", mod,
                                 o->ssim_sigma);
     }
     if ((mask & OPT_CUTOFF) && !(o->cutoff > 0.0 && o->cutoff <= 1.0))
-        return fl_error_set(err, FL_E_RANGE, "%s.cutoff: expected a number in (0, 1] (of Nyquist), got %g", mod, o->cutoff);
+        return fl_error_set(err, FL_E_RANGE, "%s.cutoff: expected a number in (0, 1] (of Nyquist), got %g",
+                            mod, o->cutoff);
     if (mask & OPT_GAPS) {
         if (o->n_gaps < 0 || o->n_gaps > FL_METRIC_GAPS_MAX)
-            return fl_error_set(err, FL_E_RANGE, "%s.gaps: expected 0 to %d gaps, got %d", mod, FL_METRIC_GAPS_MAX,
-                                o->n_gaps);
+            return fl_error_set(err, FL_E_RANGE, "%s.gaps: expected 0 to %d gaps, got %d", mod,
+                                FL_METRIC_GAPS_MAX, o->n_gaps);
         for (int i = 0; i < o->n_gaps; i++) {
             if (o->gaps[i] < 1 || o->gaps[i] > 4096)
-                return fl_error_set(err, FL_E_RANGE, "%s.gaps[%d]: expected an integer in [1, 4096], got %d", mod, i + 1,
-                                    o->gaps[i]);
+                return fl_error_set(err, FL_E_RANGE, "%s.gaps[%d]: expected an integer in [1, 4096], got %d",
+                                    mod, i + 1, o->gaps[i]);
             for (int j = 0; j < i; j++)
                 if (o->gaps[j] == o->gaps[i])
                     return fl_error_set(err, FL_E_INVALID, "%s.gaps: %d appears twice", mod, o->gaps[i]);
@@ -738,8 +812,8 @@ fl_status fl_metric_opts_read(fl_cfg *t, const char *name, fl_metric_opts *o, fl
             return st;
         r.min_frames = (int)v;
         if (r.min_frames > r.window)
-            return fl_cfg_error(t, "min_frames", err, FL_E_RANGE, "expected at most window = %d, got %d", r.window,
-                                r.min_frames);
+            return fl_cfg_error(t, "min_frames", err, FL_E_RANGE, "expected at most window = %d, got %d",
+                                r.window, r.min_frames);
     }
     if (vt->opts & OPT_RANGE) {
         if ((st = fl_cfg_num(t, "range", 0.0, 0.0, HUGE_VAL, &x, err)))
@@ -808,10 +882,11 @@ fl_status fl_metrics_new(const fl_metric_spec *specs, size_t n_specs, const fl_f
         return fl_error_set(err, FL_E_INVALID, "metrics: unknown frame kind %d", (int)fmt->kind);
     if (fmt->channels < 1 || fmt->height < 1 || fmt->width < 1 ||
         (int64_t)fmt->channels * fmt->height * fmt->width > FRAME_ELEMS_MAX)
-        return fl_error_set(err, FL_E_SHAPE, "metrics: frame shape [%d, %d, %d] is empty or too large", fmt->channels,
-                            fmt->height, fmt->width);
+        return fl_error_set(err, FL_E_SHAPE, "metrics: frame shape [%d, %d, %d] is empty or too large",
+                            fmt->channels, fmt->height, fmt->width);
     if (fmt->kind == FL_FRAME_PIXELS && fmt->channels != 3)
-        return fl_error_set(err, FL_E_SHAPE, "metrics: pixel frames are [H, W, 3] RGB, got %d channels", fmt->channels);
+        return fl_error_set(err, FL_E_SHAPE, "metrics: pixel frames are [H, W, 3] RGB, got %d channels",
+                            fmt->channels);
     /* Resolve the module list first: unknown and repeated names, and whether motion comes
      * along with a consistency module. */
     const module_vt *auto_motion = NULL;
@@ -957,7 +1032,8 @@ fl_status fl_metrics_put(fl_metrics *m, int64_t index, const void *frame, fl_err
             return st;
         if (md->vt->window) {
             int64_t s = index - md->o.window + 1;
-            if (s >= m->first && (s - m->first) % md->o.stride == 0 && (st = md->vt->window(md, s, md->o.window, err)))
+            if (s >= m->first && (s - m->first) % md->o.stride == 0 &&
+                (st = md->vt->window(md, s, md->o.window, err)))
                 return st;
         }
     }
@@ -970,10 +1046,12 @@ fl_status fl_metrics_put_tensor(fl_metrics *m, int64_t first_index, const fl_ten
     int lat = m->fmt.kind == FL_FRAME_LATENT;
     int64_t want[3] = { lat ? m->c : m->h, lat ? m->h : m->w, lat ? m->w : 3 };
     if (fl_tensor_device(frames).kind != FL_DEVICE_CPU || frames->ndim != 4 ||
-        frames->dtype != (lat ? FL_F32 : FL_U8) || frames->shape[1] != want[0] || frames->shape[2] != want[1] ||
-        frames->shape[3] != want[2])
-        return fl_error_set(err, FL_E_SHAPE, "metrics: frames must be [N, %" PRId64 ", %" PRId64 ", %" PRId64 "] %s on the cpu, got %s",
-                            want[0], want[1], want[2], lat ? "f32" : "u8", fl_tensor_describe(frames, buf, sizeof buf));
+        frames->dtype != (lat ? FL_F32 : FL_U8) || frames->shape[1] != want[0] ||
+        frames->shape[2] != want[1] || frames->shape[3] != want[2])
+        return fl_error_set(
+            err, FL_E_SHAPE,
+            "metrics: frames must be [N, %" PRId64 ", %" PRId64 ", %" PRId64 "] %s on the cpu, got %s",
+            want[0], want[1], want[2], lat ? "f32" : "u8", fl_tensor_describe(frames, buf, sizeof buf));
     size_t esz = lat ? sizeof(float) : 1;
     void *tmp = fl_alloc(m->alloc, m->frame_len * esz);
     if (!tmp)
@@ -1053,7 +1131,8 @@ fl_status fl_metrics_save(const fl_metrics *m, fl_state *st, fl_error *err)
         if (!buf)
             return fl_error_set(err, FL_E_NOMEM, "metrics save: out of memory");
         for (int64_t i = 0; i < have; i++)
-            memcpy(buf + (size_t)i * m->frame_len, frame_at(m, m->next - have + i), m->frame_len * sizeof(float));
+            memcpy(buf + (size_t)i * m->frame_len, frame_at(m, m->next - have + i),
+                   m->frame_len * sizeof(float));
         rc = fl_state_put(st, "metrics/history", FL_STATE_F32, buf, have * (int64_t)m->frame_len, err);
         fl_free(m->alloc, buf, bytes);
         if (rc)
@@ -1074,7 +1153,8 @@ fl_status fl_metrics_restore(fl_metrics *m, const fl_state *st, fl_error *err)
     fl_state_type type;
     int64_t count = 0;
     const void *saved = fl_state_find(st, "metrics/config", &type, &count);
-    if (!saved || type != FL_STATE_U8 || count != (int64_t)strlen(sig) || memcmp(saved, sig, strlen(sig)) != 0)
+    if (!saved || type != FL_STATE_U8 || count != (int64_t)strlen(sig) ||
+        memcmp(saved, sig, strlen(sig)) != 0)
         return fl_error_set(err, FL_E_INVALID, "state: metrics/config: %s%.*s%s, this set is \"%s\"",
                             saved ? "saved for \"" : "missing", saved ? (int)count : 0,
                             saved ? (const char *)saved : "", saved ? "\"" : "", sig);

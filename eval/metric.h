@@ -41,16 +41,16 @@ typedef struct fl_frame_format {
 /* One struct for every module; each reads only its own fields (listed per module in
  * docs/eval.md and by fl_metric_opts_read). */
 typedef struct fl_metric_opts {
-    int window;        /* 16: frames per window, 2..4096 */
-    int stride;        /* 0 (= window): frames between window starts, 0..4096 */
-    int min_frames;    /* 0 (= half the window, at least 2): shortest trailing window
+    int window;                   /* 16: frames per window, 2..4096 */
+    int stride;                   /* 0 (= window): frames between window starts, 0..4096 */
+    int min_frames;               /* 0 (= half the window, at least 2): shortest trailing window
                           finish() still reports; 1..window otherwise */
-    double range;      /* 0 (= 1 for latents, 255 for pixels): data range R of PSNR, SSIM
+    double range;                 /* 0 (= 1 for latents, 255 for pixels): data range R of PSNR, SSIM
                           and flicker */
-    int ssim_window;   /* 11: odd Gaussian window of SSIM, 1..99 */
-    double ssim_sigma; /* 1.5 */
-    double cutoff;     /* 0.25: spectral split, as a fraction of Nyquist, (0, 1] */
-    int n_gaps;        /* drift: frame gaps measured (0..FL_METRIC_GAPS_MAX) */
+    int ssim_window;              /* 11: odd Gaussian window of SSIM, 1..99 */
+    double ssim_sigma;            /* 1.5 */
+    double cutoff;                /* 0.25: spectral split, as a fraction of Nyquist, (0, 1] */
+    int n_gaps;                   /* drift: frame gaps measured (0..FL_METRIC_GAPS_MAX) */
     int gaps[FL_METRIC_GAPS_MAX]; /* {1, 2, 4, 8, 16, 32}, each 1..4096 */
 } fl_metric_opts;
 
@@ -86,16 +86,15 @@ typedef struct fl_series_info {
 /* Receives every value. A non-OK status stops the put/finish that emitted it and is
  * passed back to its caller. fn NULL: values are computed and dropped. */
 typedef struct fl_metric_emit {
-    fl_status (*fn)(void *ctx, const fl_series_info *series, int64_t index, double value,
-                    fl_error *err);
+    fl_status (*fn)(void *ctx, const fl_series_info *series, int64_t index, double value, fl_error *err);
     void *ctx;
 } fl_metric_emit;
 
 /* ---- a set of metric modules ------------------------------------------------------- */
 
 typedef struct fl_metric_spec {
-    const char *name;            /* a registered module name */
-    const fl_metric_opts *opts;  /* NULL: defaults */
+    const char *name;           /* a registered module name */
+    const fl_metric_opts *opts; /* NULL: defaults */
 } fl_metric_spec;
 
 typedef struct fl_metrics fl_metrics;
@@ -118,12 +117,13 @@ const fl_series_info *fl_metrics_series(const fl_metrics *m, size_t i);
 
 /* Feeds frame `index` (fmt layout). The first put may carry any index >= 0; each later
  * one must carry the next index (FL_E_INVALID otherwise, naming both). Emits the
- * per-frame values it completes and every window that ends at this frame. */
+ * per-frame values it completes and every window that ends at this frame. After any
+ * other error (an emit that failed, out of memory) the set's output is incomplete: free
+ * it. */
 fl_status fl_metrics_put(fl_metrics *m, int64_t index, const void *frame, fl_error *err);
 /* Offline: feeds frames [N, C, H, W] f32 (latents) or [N, H, W, 3] u8 (pixels) on the
  * CPU, any strides, as indices first_index .. first_index + N - 1. */
-fl_status fl_metrics_put_tensor(fl_metrics *m, int64_t first_index, const fl_tensor *frames,
-                                fl_error *err);
+fl_status fl_metrics_put_tensor(fl_metrics *m, int64_t first_index, const fl_tensor *frames, fl_error *err);
 /* Emits the trailing windows that hold at least min_frames frames (shorter windows are
  * computed at their own length). Afterwards put is refused; a second finish does nothing. */
 fl_status fl_metrics_finish(fl_metrics *m, fl_error *err);
@@ -142,7 +142,7 @@ fl_status fl_series_log_new(const fl_allocator *alloc, fl_series_log **out, fl_e
 void fl_series_log_free(fl_series_log *l); /* l may be NULL */
 /* An emit that appends every value to l (l must outlive the set using it). */
 fl_metric_emit fl_series_log_emit(fl_series_log *l);
-size_t fl_series_log_count(const fl_series_log *l);     /* series seen so far */
+size_t fl_series_log_count(const fl_series_log *l); /* series seen so far */
 const char *fl_series_log_name(const fl_series_log *l, size_t i);
 /* The values of series `name` in emission order (pointers owned by l, valid until the
  * next append); FL_E_INVALID when l has no such series. */

@@ -98,13 +98,15 @@ static void draw(int64_t *idx, int64_t n, int64_t k, uint64_t seed, int64_t subs
 static fl_status check_set(const double *v, int64_t n, int64_t d, const char *name, fl_error *err)
 {
     if (n < 2)
-        return fl_error_set(err, FL_E_INVALID, "mmd: set %s has %" PRId64 " samples; the unbiased estimator needs at least 2",
+        return fl_error_set(err, FL_E_INVALID,
+                            "mmd: set %s has %" PRId64 " samples; the unbiased estimator needs at least 2",
                             name, n);
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < d; j++)
             if (!isfinite(v[i * d + j]))
-                return fl_error_set(err, FL_E_NUMERIC, "mmd: set %s, row %" PRId64 ", column %" PRId64 " is not finite",
-                                    name, i, j);
+                return fl_error_set(err, FL_E_NUMERIC,
+                                    "mmd: set %s, row %" PRId64 ", column %" PRId64 " is not finite", name, i,
+                                    j);
     return FL_OK;
 }
 
@@ -130,8 +132,9 @@ fl_status fl_mmd(const double *x, int64_t n_x, const double *y, int64_t n_y, int
             o.subset_size = m < 1000 ? m : 1000;
         if (o.subset_size < 2 || o.subset_size > m)
             return fl_error_set(err, FL_E_RANGE,
-                                "mmd: subset_size must be in [2, %" PRId64 "] (the smaller set), got %" PRId64, m,
-                                o.subset_size);
+                                "mmd: subset_size must be in [2, %" PRId64
+                                "] (the smaller set), got %" PRId64,
+                                m, o.subset_size);
     }
     mmd_work w = { d, NULL, NULL, NULL };
     size_t rows = (size_t)MMD_BLOCK * (size_t)d * sizeof(double);

@@ -20,8 +20,8 @@ typedef struct fl_mmd_opts {
 } fl_mmd_opts;
 
 typedef struct fl_mmd_result {
-    double mmd2;     /* the unbiased MMD^2 (the mean over subsets); may be slightly < 0 */
-    double std;      /* standard deviation over the subsets (1/K, as torch-fidelity's KID); 0 for one estimate */
+    double mmd2; /* the unbiased MMD^2 (the mean over subsets); may be slightly < 0 */
+    double std;  /* standard deviation over the subsets (1/K, as torch-fidelity's KID); 0 for one estimate */
     int64_t n_x, n_y, dim;
     int64_t subsets;     /* 0 for the whole-set estimate */
     int64_t subset_size; /* 0 for the whole-set estimate */

@@ -38,8 +38,8 @@ double fl_psnr(double mse, double range)
 
 /* ---- SSIM -------------------------------------------------------------------------- */
 
-fl_status fl_ssim_init(fl_ssim *s, int channels, int height, int width, int win, double sigma,
-                       double range, const fl_allocator *alloc, fl_error *err)
+fl_status fl_ssim_init(fl_ssim *s, int channels, int height, int width, int win, double sigma, double range,
+                       const fl_allocator *alloc, fl_error *err)
 {
     memset(s, 0, sizeof *s);
     if (channels < 1 || height < 1 || width < 1)
@@ -139,7 +139,8 @@ double fl_ssim_frames(fl_ssim *s, const float *a, const float *b)
                     mab += g[j] * hab[o];
                 }
                 double va = maa - ma * ma, vb = mbb - mb * mb, cab = mab - ma * mb;
-                acc += ((2.0 * ma * mb + c1) * (2.0 * cab + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2));
+                acc +=
+                    ((2.0 * ma * mb + c1) * (2.0 * cab + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2));
             }
         total += acc / ((double)hv * (double)wv);
     }
@@ -220,8 +221,8 @@ fl_status fl_spectral_new(int channels, int max_frames, int height, int width, d
     return FL_OK;
 }
 
-fl_status fl_spectral_window(fl_spectral *s, const float *const *frames, int n_frames,
-                             fl_spectral_split *out, fl_error *err)
+fl_status fl_spectral_window(fl_spectral *s, const float *const *frames, int n_frames, fl_spectral_split *out,
+                             fl_error *err)
 {
     out->spatial = out->temporal = out->spatiotemporal = NAN;
     out->energy = 0.0;

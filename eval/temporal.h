@@ -38,8 +38,8 @@ typedef struct fl_ssim {
     size_t scratch_len;
 } fl_ssim;
 
-fl_status fl_ssim_init(fl_ssim *s, int channels, int height, int width, int win, double sigma,
-                       double range, const fl_allocator *alloc, fl_error *err);
+fl_status fl_ssim_init(fl_ssim *s, int channels, int height, int width, int win, double sigma, double range,
+                       const fl_allocator *alloc, fl_error *err);
 double fl_ssim_frames(fl_ssim *s, const float *a, const float *b);
 void fl_ssim_free(fl_ssim *s);
 
@@ -63,8 +63,8 @@ fl_status fl_spectral_new(int channels, int max_frames, int height, int width, d
                           const fl_allocator *alloc, fl_spectral **out, fl_error *err);
 void fl_spectral_free(fl_spectral *s); /* s may be NULL */
 /* frames[t] points to planar frame t, 1 <= n_frames <= max_frames. */
-fl_status fl_spectral_window(fl_spectral *s, const float *const *frames, int n_frames,
-                             fl_spectral_split *out, fl_error *err);
+fl_status fl_spectral_window(fl_spectral *s, const float *const *frames, int n_frames, fl_spectral_split *out,
+                             fl_error *err);
 /* The expected split for white noise (every bin but DC equally likely to hold energy):
  * counts of bins, for tests and for judging a measured value. */
 void fl_spectral_white(int frames, int height, int width, double cutoff, fl_spectral_split *out);

@@ -109,6 +109,16 @@ sleep 0.3; kill -TERM $pid; wait $pid; rc=$?
 check sigterm-resume 0 "$bin" resume s -q
 $h5 same ref/run.h5 s/run.h5 && ok || bad "sigterm: resumed frames differ"
 check resume-complete 0 "$bin" resume s;  contains resume-complete-says "already complete"
+rm -rf s
+"$bin" run slow.lua --out s -q >/dev/null 2>&1 &
+pid=$!
+sleep 0.3; kill -INT $pid; wait $pid; rc=$?
+[ $rc -eq 130 ] && ok || bad "sigint: exit $rc, expected 130"
+[ "$($h5 attr s/run.h5 status)" = interrupted ] && ok || bad "sigint: status not interrupted"
+check info-interrupted 0 "$bin" info s; contains info-resumable "(resumable)"
+check sigint-rerun 0 "$bin" run slow.lua --out s -q
+$h5 same ref/run.h5 s/run.h5 && ok || bad "sigint: frames after the rerun differ"
+[ "$($h5 attr s/run.h5 resumed)" = 1 ] && ok || bad "sigint: resumed count not 1"
 
 # ---- h5py reads the run while it is written --------------------------------------------------
 rm -rf w

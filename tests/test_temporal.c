@@ -221,7 +221,8 @@ static void test_pixel_frames(void **state)
 
 /* ---- SSIM against a direct 2-D window sum ---------------------------------------------- */
 
-static double ssim_direct(const float *a, const float *b, int c, int h, int w, int win, double sigma, double range)
+static double ssim_direct(const float *a, const float *b, int c, int h, int w, int win, double sigma,
+                          double range)
 {
     long double k2[99][99], sum = 0;
     int r = win / 2;
@@ -239,7 +240,8 @@ static double ssim_direct(const float *a, const float *b, int c, int h, int w, i
                 for (int i = 0; i < win; i++)
                     for (int j = 0; j < win; j++) {
                         long double g = k2[i][j] / sum;
-                        long double va = a[(ch * h + y + i) * w + x + j], vb = b[(ch * h + y + i) * w + x + j];
+                        long double va = a[(ch * h + y + i) * w + x + j],
+                                    vb = b[(ch * h + y + i) * w + x + j];
                         ma += g * va;
                         mb += g * vb;
                         saa += g * va * va;
@@ -428,8 +430,8 @@ static void test_spectral_white_vs_smooth(void **state)
     fl_series_log *log = run_metrics(names, 1, NULL, &fmt, NULL, &x, 0);
     fl_spectral_split want;
     fl_spectral_white(16, H, W, 0.25, &want);
-    printf("  white noise, bin shares: spatial %.4f, temporal %.4f, space-time %.4f\n", want.spatial, want.temporal,
-           want.spatiotemporal);
+    printf("  white noise, bin shares: spatial %.4f, temporal %.4f, space-time %.4f\n", want.spatial,
+           want.temporal, want.spatiotemporal);
     /* 32768 bins per window: the share has a standard deviation of about 0.4% */
     expect_series(log, "spectral_hf_spatial", 4, want.spatial, 0.01);
     expect_series(log, "spectral_hf_temporal", 4, want.temporal, 0.02);
@@ -453,7 +455,8 @@ static void test_spectral_white_vs_smooth(void **state)
     expect_ok(fl_tensor_empty(&x, FL_F32, 4, shape, NULL, &err), &err, "empty");
     fl_rng rng;
     fl_rng_init(&rng, 3);
-    expect_ok(fl_gauss_sample(d, &rng, (fl_rng_addr){ FL_RNG_STREAM_TEST, 0, 0 }, N, &x, &err), &err, "sample");
+    expect_ok(fl_gauss_sample(d, &rng, (fl_rng_addr){ FL_RNG_STREAM_TEST, 0, 0 }, N, &x, &err), &err,
+              "sample");
     log = run_metrics(names, 1, NULL, &fmt, NULL, &x, 0);
     const double *sp, *tp;
     series(log, "spectral_hf_spatial", NULL, &sp);
@@ -473,7 +476,9 @@ static void test_spectral_plane_waves(void **state)
     (void)state;
     const struct {
         int t, h, w, kt, ky, kx;
-    } cases[] = { { 8, 32, 32, 0, 0, 5 }, { 9, 31, 32, 2, 0, 0 }, { 6, 31, 20, 0, 5, 3 }, { 16, 8, 8, 8, 0, 0 } };
+    } cases[] = {
+        { 8, 32, 32, 0, 0, 5 }, { 9, 31, 32, 2, 0, 0 }, { 6, 31, 20, 0, 5, 3 }, { 16, 8, 8, 8, 0, 0 }
+    };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         int T = cases[k].t, H = cases[k].h, W = cases[k].w;
         float *buf = malloc((size_t)T * H * W * sizeof(float));
@@ -482,9 +487,9 @@ static void test_spectral_plane_waves(void **state)
         for (int t = 0; t < T; t++) {
             for (int y = 0; y < H; y++)
                 for (int x = 0; x < W; x++)
-                    buf[(t * H + y) * W + x] = (float)cos(TWO_PI * ((double)cases[k].kt * t / T +
-                                                                    (double)cases[k].ky * y / H +
-                                                                    (double)cases[k].kx * x / W));
+                    buf[(t * H + y) * W + x] =
+                        (float)cos(TWO_PI * ((double)cases[k].kt * t / T + (double)cases[k].ky * y / H +
+                                             (double)cases[k].kx * x / W));
             fr[t] = buf + (size_t)t * H * W;
         }
         double ft = cases[k].kt / (T / 2.0), fs = hypot(cases[k].ky / (H / 2.0), cases[k].kx / (W / 2.0));
@@ -533,7 +538,8 @@ static void test_oracle(void **state)
     expect_ok(fl_tensor_empty(&x, FL_F32, 4, shape, NULL, &err), &err, "empty");
     fl_rng rng;
     fl_rng_init(&rng, 21);
-    expect_ok(fl_gauss_sample(d, &rng, (fl_rng_addr){ FL_RNG_STREAM_TEST, 0, 0 }, N, &x, &err), &err, "sample");
+    expect_ok(fl_gauss_sample(d, &rng, (fl_rng_addr){ FL_RNG_STREAM_TEST, 0, 0 }, N, &x, &err), &err,
+              "sample");
     fl_frame_format fmt = { FL_FRAME_LATENT, C, H, W };
     const char *names[] = { "oracle" };
     fl_series_log *log = run_metrics(names, 1, NULL, &fmt, d, &x, 0);
@@ -563,8 +569,8 @@ static void test_oracle(void **state)
     log = run_metrics(names, 1, NULL, &fmt, d, &x, 0);
     series(log, "oracle_corr_mode_err", NULL, &ce);
     series(log, "oracle_corr", NULL, &co);
-    printf("  oracle: true process power error %.3f; frozen video corr %.3f (rho 0.9), mode error %.3f\n", true_err,
-           co[0], ce[0]);
+    printf("  oracle: true process power error %.3f; frozen video corr %.3f (rho 0.9), mode error %.3f\n",
+           true_err, co[0], ce[0]);
     assert_true(ce[0] > 0.1 && fabs(co[0] - 0.9) > 0.05);
     fl_series_log_free(log);
     /* the oracle needs the gauss model of the same shape */
@@ -623,9 +629,11 @@ static void test_windows_and_series(void **state)
         assert_non_null(s->description);
         motion += strcmp(s->module, "motion") == 0;
         if (!strcmp(s->name, "adjacent_psnr"))
-            assert_true(!strcmp(s->unit, "dB") && s->kind == FL_SERIES_FRAME && s->span == 2 && s->stride == 1);
+            assert_true(!strcmp(s->unit, "dB") && s->kind == FL_SERIES_FRAME && s->span == 2 &&
+                        s->stride == 1);
         if (!strcmp(s->name, "drift_mean"))
-            assert_true(s->kind == FL_SERIES_WINDOW && s->span == 8 && s->stride == 6 && !strcmp(s->unit, "latent"));
+            assert_true(s->kind == FL_SERIES_WINDOW && s->span == 8 && s->stride == 6 &&
+                        !strcmp(s->unit, "latent"));
         if (!strcmp(s->name, "drift_gap16"))
             assert_true(s->span == 17 && !strcmp(s->unit, "latent^2"));
         if (!strcmp(s->name, "motion_window"))
