@@ -12,6 +12,8 @@ int fl_cmd_info(int argc, char **argv);      /* core/cli_info.c */
 int fl_cmd_summarize(int argc, char **argv); /* core/cli_info.c */
 int fl_cmd_fd(int argc, char **argv);        /* core/cli_fd.c */
 int fl_cmd_eval(int argc, char **argv);      /* core/cli_eval.c */
+int fl_cmd_data(int argc, char **argv);      /* core/cli_data.c */
+int fl_cmd_export(int argc, char **argv);    /* core/cli_export.c */
 
 /* Set by main() from the build (core/cli_run.c defines them) for the run files. */
 extern const char *fl_cli_git_commit;

@@ -5,18 +5,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "models/empirical.h"
 #include "models/gauss.h"
 #include "schedulers/noise.h"
 #include "schedulers/sampler.h"
 #include "schedulers/schedulers.h"
 
-static const char *const model_names[] = { "gauss", NULL };
+static const char *const model_names[] = { "gauss", "empirical", NULL };
 static const char *const noise_names[] = { "sqrt_linear", "linear", "cosine", "flow", NULL };
 static const char *const sampler_names[] = { "ddim", "ddpm", "euler", NULL };
 static const char *const scheduler_names[] = { "fifo", "full", "chunked", NULL };
 static const char *const param_names[] = { "eps", "x0", "v", NULL };
 static const char *const mismatch_names[] = { "exact", "own", "mean", NULL };
+static const char *const condition_names[] = { "hard", "soft", "off", NULL };
 static const char *const spacing_names[] = { "uniform", "ldm", "leading", NULL };
 static const char *const init_names[] = { "clip", "staircase", NULL };
 static const char *const final_names[] = { "clean", "t0", NULL };
@@ -100,6 +103,71 @@ static fl_status build_gauss(fl_cfg *t, fl_denoiser **out, fl_error *err)
     return FL_OK;
 }
 
+/* The empirical-clip model (docs/empirical.md). Its prompt list is the timeline's (condition
+ * id k = timeline prompt k) or, without a timeline, its own `prompts` option; neither: every
+ * frame may match every clip. The dataset is never built here: a missing file is an error
+ * that says which command makes it. */
+static fl_status build_empirical(fl_cfg *t, const fl_timeline *tl, fl_denoiser **out, fl_error *err)
+{
+    fl_empirical_opts o;
+    fl_empirical_opts_default(&o);
+    const char *path;
+    long window;
+    int mismatch, condition, param;
+    fl_cfg *pl;
+    fl_status st;
+    if ((st = fl_cfg_str(t, "dataset", "runs/data/clips.h5", &path, err)) ||
+        (st = fl_cfg_int(t, "window", 0, 0, 4096, &window, err)) ||
+        (st = fl_cfg_enum(t, "mismatch", mismatch_names, o.mismatch, &mismatch, err)) ||
+        (st = fl_cfg_num(t, "temperature", o.temperature, 1e-3, 1e6, &o.temperature, err)) ||
+        (st = fl_cfg_num(t, "bandwidth", o.bandwidth, 0, 100, &o.bandwidth, err)) ||
+        (st = fl_cfg_enum(t, "condition", condition_names, o.condition, &condition, err)) ||
+        (st = fl_cfg_num(t, "condition_weight", o.condition_weight, 0, 1e9, &o.condition_weight, err)) ||
+        (st = fl_cfg_enum(t, "param", param_names, (int)o.param, &param, err)) ||
+        (st = fl_cfg_list(t, "prompts", &pl, err)))
+        return st;
+    o.window = (int)window;
+    o.mismatch = mismatch;
+    o.condition = condition;
+    o.param = (fl_param)param;
+    size_t np = fl_cfg_len(pl);
+    if (np > 0 && tl->nprompts > 0)
+        return fl_cfg_error(pl, NULL, err, FL_E_INVALID,
+                            "the timeline already names the prompts; give them in one place");
+    if (np > 65536)
+        return fl_cfg_error(pl, NULL, err, FL_E_RANGE, "at most 65536 prompts, got %zu", np);
+    const char **prompts = NULL;
+    if (np > 0) {
+        if (!(prompts = malloc(np * sizeof *prompts)))
+            return fl_error_set(err, FL_E_NOMEM, "model.prompts: out of memory");
+        for (size_t i = 0; i < np; i++) {
+            fl_cfg *it = fl_cfg_item(pl, i);
+            if (!(prompts[i] = fl_cfg_str_value(it))) {
+                free(prompts);
+                return fl_cfg_error(it, NULL, err, FL_E_INVALID, "expected a string, got a %s",
+                                    fl_cfg_type_name(fl_cfg_type_of(it)));
+            }
+        }
+        fl_cfg_mark_used(pl);
+        o.prompts = prompts;
+        o.nprompts = (int)np;
+    } else if (tl->nprompts > 0) {
+        o.prompts = (const char *const *)tl->prompts;
+        o.nprompts = tl->nprompts;
+    }
+    fl_clips *data = NULL;
+    if (access(path, F_OK) != 0)
+        st = fl_cfg_error(t, "dataset", err, FL_E_IO,
+                          "%s does not exist; make it with: fifolab data make --out %s", path, path);
+    else if ((st = fl_clips_read(path, &data, err)))
+        rethrow(t, err, st, "dataset");
+    else if ((st = fl_empirical_new(&o, data, out, err)))
+        rethrow(t, err, st, NULL);
+    fl_clips_free(data);
+    free(prompts);
+    return st;
+}
+
 /* Reads the noise schedule and fills the S levels. */
 static fl_status build_levels(fl_cfg *root, int S, fl_level *levels, fl_error *err)
 {
@@ -161,6 +229,11 @@ static fl_status build_sampler(fl_cfg *root, fl_sampler *s, fl_error *err)
     return FL_OK;
 }
 
+static int32_t timeline_cond(void *ctx, int64_t frame)
+{
+    return fl_timeline_cond(ctx, frame);
+}
+
 fl_status fl_experiment_build(fl_cfg *cfg, fl_experiment *ex, fl_error *err)
 {
     memset(ex, 0, sizeof *ex);
@@ -177,6 +250,8 @@ fl_status fl_experiment_build(fl_cfg *cfg, fl_experiment *ex, fl_error *err)
     ex->seed = (uint64_t)seed;
     ex->frames = frames;
     ex->snapshot_every = (int)snapshots;
+    if ((st = fl_timeline_read(cfg, &ex->timeline, err)))
+        return st;
     fl_cfg *ml;
     if ((st = fl_cfg_list(cfg, "metrics", &ml, err)))
         return st;
@@ -197,7 +272,8 @@ fl_status fl_experiment_build(fl_cfg *cfg, fl_experiment *ex, fl_error *err)
     }
     if ((st = fl_cfg_module(cfg, "model", "gauss", &mname, &mt, err)) ||
         (st = check_name(cfg, "model", mname, model_names, err)) ||
-        (st = build_gauss(mt, &ex->model, err)))
+        (st = !strcmp(mname, "empirical") ? build_empirical(mt, &ex->timeline, &ex->model, err)
+                                           : build_gauss(mt, &ex->model, err)))
         goto fail;
     fl_sched_setup s;
     memset(&s, 0, sizeof s);
@@ -208,6 +284,9 @@ fl_status fl_experiment_build(fl_cfg *cfg, fl_experiment *ex, fl_error *err)
     s.param = ex->model->param;
     s.frames = frames;
     fl_rng_init(&s.rng, ex->seed);
+    s.cond_of = timeline_cond;
+    s.cond_ctx = &ex->timeline;
+    s.cond_whole_queue = ex->timeline.mode == FL_SWITCH_QUEUE;
     if ((st = build_sampler(cfg, &s.sampler, err)))
         goto fail;
     if ((st = fl_cfg_module(cfg, "scheduler", "fifo", &sname, &st_t, err)) ||
@@ -270,5 +349,6 @@ void fl_experiment_free(fl_experiment *ex)
     fl_scheduler_free(ex->scheduler);
     fl_denoiser_free(ex->model);
     free(ex->levels);
+    fl_timeline_free(&ex->timeline);
     memset(ex, 0, sizeof *ex);
 }

@@ -9,6 +9,7 @@
 #include "core/config.h"
 #include "core/denoiser.h"
 #include "core/scheduler.h"
+#include "core/timeline.h"
 #include "eval/metric.h"
 
 #define FL_EXPERIMENT_METRICS_MAX 16
@@ -25,6 +26,7 @@ typedef struct fl_experiment {
     int snapshot_every;    /* queue snapshots in the run file every K iterations (0: none) */
     /* Online metrics (eval/metric.h) computed on the emitted frames: names point into the
      * config tree, options are resolved. */
+    fl_timeline timeline;  /* the condition of each output frame (prompts), owned */
     int nmetrics;
     fl_metric_spec metrics[FL_EXPERIMENT_METRICS_MAX];
     fl_metric_opts metric_opts[FL_EXPERIMENT_METRICS_MAX];

@@ -28,7 +28,9 @@ static void usage(FILE *f)
             "  summarize   one comparison table of every run under a directory\n"
             "  eval        compute metrics of run files offline into their /metrics\n"
             "  fd          Frechet distance (or --mmd) between two HDF5 feature sets\n"
+            "  export      render a run's frames to MP4, GIF or PNG frames (ffmpeg)\n"
             "  generate    run the built-in experiment (defaults + --set) into plain files\n"
+            "  data        make a procedural clip dataset (HDF5) for the empirical model\n"
             "  backends    list the compute backends this build has and check each one\n"
             "  inspect     list the tensors, totals and metadata of a checkpoint file\n"
             "  version     print the version, git commit and build options\n"
@@ -219,7 +221,8 @@ int main(int argc, char **argv)
         { "run", fl_cmd_run },         { "resume", fl_cmd_resume },
         { "plan", fl_cmd_plan },       { "info", fl_cmd_info },
         { "summarize", fl_cmd_summarize }, { "fd", fl_cmd_fd },
-        { "eval", fl_cmd_eval },
+        { "eval", fl_cmd_eval },       { "data", fl_cmd_data },
+        { "export", fl_cmd_export },
         { "generate", fl_cmd_generate }, { "backends", cmd_backends },
         { "inspect", cmd_inspect },
     };

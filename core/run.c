@@ -410,6 +410,7 @@ static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, const char *script,
         .partitions = pn ? (int)fl_cfg_num_value(pn) : 0, .positions = lv && step ? Q : 0,
         .context = ctx, .levels = lv, .step_index = step,
         .snapshot_every = c.ex.snapshot_every, .trace_positions = c.tracing ? positions : 0,
+        .nconditions = c.ex.timeline.nprompts, .conditions = c.ex.timeline.prompts,
         .created = created, .resumed = resumed,
     };
     st = fl_runfile_create(&c.rf, target, &info, err);

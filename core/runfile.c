@@ -163,6 +163,29 @@ done:
     return st;
 }
 
+/* /conditions/text: the prompt of each condition id, a 1-D variable-length string array. */
+static fl_status write_conditions(fl_runfile *rf, const fl_runfile_info *in, fl_error *err)
+{
+    hid_t g = group(rf->file, "conditions");
+    if (g < 0)
+        return fl_error_set(err, FL_E_IO, "/conditions: cannot create");
+    fl_status st = FL_OK;
+    hsize_t dims[1] = { (hsize_t)(in->nconditions > 0 ? in->nconditions : 0) };
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    hid_t sp = H5Screate_simple(1, dims, NULL);
+    hid_t d = H5Dcreate2(g, "text", t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (d < 0 || (dims[0] && H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, in->conditions) < 0))
+        st = fl_error_set(err, FL_E_IO, "/conditions/text: cannot write");
+    if (d >= 0)
+        H5Dclose(d);
+    H5Sclose(sp);
+    H5Tclose(t);
+    H5Gclose(g);
+    return st;
+}
+
 static fl_status fixed_1d(hid_t loc, const char *name, hid_t type, int64_t n, hid_t *out, fl_error *err)
 {
     hsize_t dims[1] = { (hsize_t)n };
@@ -256,6 +279,8 @@ fl_status fl_runfile_create(fl_runfile **out, const char *path, const fl_runfile
         st = fl_h5_attr_str(g, "script_path", in->script_path, err);
     H5Gclose(g);
     if (st || (st = write_schedule(rf, in, err)))
+        goto done;
+    if ((st = write_conditions(rf, in, err)))
         goto done;
     int64_t inner[3] = { rf->C, rf->H, rf->W };
     if ((st = fl_h5_create_rows(rf->file, "frames/latent", H5T_NATIVE_FLOAT, 3, inner, 1, 4, &rf->latent, err)) ||

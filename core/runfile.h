@@ -39,6 +39,9 @@ typedef struct fl_runfile_info {
     int snapshot_every;
     /* > 0: /trace/position_error etc. have this many positions (the oracle trace). */
     int trace_positions;
+    /* The condition texts (prompts): /conditions/text[i] is condition id i. */
+    int nconditions;
+    char *const *conditions;
     int64_t created;         /* unix seconds; 0: now (resume passes the original) */
     int64_t resumed;         /* times this run was resumed */
 } fl_runfile_info;

@@ -30,6 +30,9 @@ typedef struct fl_sched_setup {
      * (id < 0: a warm-up frame that is never emitted). For traces and tests. */
     void (*on_noise)(void *ctx, int64_t id, const float *noise, int64_t n);
     void *noise_ctx;
+    /* fifo: every queue frame is evaluated under the condition of the next frame to be
+     * emitted (the official code's whole-queue prompt switch) instead of its own. */
+    int cond_whole_queue;
 } fl_sched_setup;
 
 /* Random-number addresses (docs/rng.md). A frame is named by its output index id >= 0;

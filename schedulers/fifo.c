@@ -106,7 +106,7 @@ static fl_status fifo_plan(fl_scheduler *sch, fl_window **w, int *count, fl_erro
             int p = fw->plan.start + j, s = slot(q, p);
             memcpy(x + (int64_t)j * q->fs, q->buf + (int64_t)s * q->fs, (size_t)q->fs * sizeof(float));
             fw->lv[j] = fl_sched_level(&q->setup, q->levels, q->idx[s]);
-            fw->cond[j] = q->cond[s];
+            fw->cond[j] = q->setup.cond_whole_queue ? fl_sched_cond(&q->setup, q->base.emitted) : q->cond[s];
             fw->pos[j] = p;
             fw->write[j] = p >= fw->plan.write_start && p < fw->plan.write_start + fw->plan.write_len;
         }

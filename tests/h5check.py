@@ -8,6 +8,7 @@
   h5check.py grows RUN.h5 SECONDS  read the file while it is written (SWMR) and print the
                                    distinct frame counts seen; exit 0 when it grew while read
   h5check.py layout RUN.h5         exit 0 when the documented groups and datasets are there
+  h5check.py conditions RUN.h5     print each run of equal conditions as "text:count"
 """
 import sys
 import time
@@ -68,6 +69,16 @@ def main(argv):
             f.close()
         print(" ".join(map(str, seen)))
         return 0 if len([n for n in seen if n > 0]) >= 2 else 1
+    elif cmd == "conditions":
+        with open_run(path) as f:
+            texts = [t.decode() if isinstance(t, bytes) else t for t in f["conditions/text"][()]]
+            runs = []
+            for c in f["frames/condition"][()]:
+                if runs and runs[-1][0] == c:
+                    runs[-1][1] += 1
+                else:
+                    runs.append([c, 1])
+            print(" ".join("%s:%d" % (texts[c], n) for c, n in runs))
     elif cmd == "layout":
         with open_run(path) as f:
             need = ["config/resolved", "config/script", "frames/latent", "frames/condition",

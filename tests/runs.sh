@@ -62,6 +62,11 @@ contains other-config-says "holds a run of another configuration"
 [ "$($h5 shape a/run.h5)" = "96 2 8 8" ] && ok || bad "other-config: the existing run was touched"
 check force 0 "$bin" run small.lua --out a -q --set frames=64 --force
 [ "$($h5 shape a/run.h5)" = "64 2 8 8" ] && ok || bad "force: not rerun"
+check timeline 0 "$bin" run small.lua --out tl -q --set frames=50 \
+    --set 'timeline={{"red", 20}, {prompt = "blue", frames = 5}, {"red"}}'
+[ "$($h5 conditions tl/run.h5)" = "red:20 blue:5 red:25" ] && ok || bad "timeline: conditions $($h5 conditions tl/run.h5)"
+check timeline-bad 2 "$bin" run small.lua --out tl2 -q --set 'timeline={{prompt = "a", frame = 3}, {"b"}}'
+contains timeline-bad-named "timeline[1].frames: missing"
 check set-badkey 2 "$bin" run small.lua --out c -q --set scheduler.planner.partitons=2
 contains set-badkey-named "scheduler.planner.partitons"
 check unwritable 1 "$bin" run small.lua -q --out /proc/nonexistent/x

@@ -409,6 +409,23 @@ static void test_conv2d(void **state)
             tv_free(&b);
         tv_free(&o);
     }
+    /* one large enough that the CPU's im2col runs in several bands of output rows */
+    {
+        int64_t xsh[4] = { 1, 128, 37, 41 }, wsh[4] = { 5, 128, 3, 3 }, osh[4] = { 1, 5, 37, 41 };
+        tv x, w, o;
+        tv_in(t, &x, FL_F32, 4, xsh, L_CONTIG, 1.0);
+        tv_in(t, &w, FL_F32, 4, wsh, L_CONTIG, 0.03);
+        tv_out(t, &o, 4, osh, L_STEPPED);
+        fl_tensor r;
+        host_f32(t, &r, 4, osh);
+        OK(fl_conv2d(t->ref, &r, &x.hv, &w.hv, NULL, fl_conv_opts_make(1, 1), &t->err));
+        OK(fl_conv2d(t->be, &o.dv, &x.dv, &w.dv, NULL, fl_conv_opts_make(1, 1), &t->err));
+        check_out(t, &o, &r, gemm_tol(t, FL_F32), "conv2d (banded im2col)");
+        fl_tensor_release(&r);
+        tv_free(&x);
+        tv_free(&w);
+        tv_free(&o);
+    }
     close_target(t);
 }
 
@@ -1251,6 +1268,57 @@ static void test_layouts(void **state)
     close_target(t);
 }
 
+/* Empty dims: K = 0 leaves the bias, Lk = 0 gives zeros, nothing to do elsewhere. */
+static void test_empty_dims(void **state)
+{
+    T tt, *t = &tt;
+    open_target(t, state, __func__);
+    int64_t xs[2] = { 3, 0 }, ws[2] = { 4, 0 }, os[2] = { 3, 4 }, four = 4;
+    tv x, w, b, o;
+    tv_in(t, &x, FL_F32, 2, xs, L_CONTIG, 1.0);
+    tv_in(t, &w, FL_BF16, 2, ws, L_CONTIG, 1.0);
+    tv_in(t, &b, FL_F32, 1, &four, L_CONTIG, 1.0);
+    tv_out(t, &o, 2, os, L_STEPPED);
+    fl_tensor r;
+    host_f32(t, &r, 2, os);
+    OK(fl_linear(t->ref, &r, &x.hv, &w.hv, &b.hv, &t->err));
+    OK(fl_linear(t->be, &o.dv, &x.dv, &w.dv, &b.dv, &t->err));
+    check_out(t, &o, &r, 0.0, "linear with K = 0");
+    fl_tensor_release(&r);
+    tv_free(&x);
+    tv_free(&w);
+    tv_free(&b);
+    tv_free(&o);
+    int64_t qs[4] = { 1, 2, 3, 4 }, ks[4] = { 1, 2, 0, 4 }, vs[4] = { 1, 2, 0, 5 }, aos[4] = { 1, 2, 3, 5 };
+    tv q, k, v;
+    tv_in(t, &q, FL_F32, 4, qs, L_CONTIG, 1.0);
+    tv_in(t, &k, FL_F32, 4, ks, L_CONTIG, 1.0);
+    tv_in(t, &v, FL_F32, 4, vs, L_CONTIG, 1.0);
+    tv_out(t, &o, 4, aos, L_PERMUTED);
+    host_f32(t, &r, 4, aos);
+    OK(fl_attention(t->ref, &r, &q.hv, &k.hv, &v.hv, NULL, 0.0, &t->err));
+    OK(fl_attention(t->be, &o.dv, &q.dv, &k.dv, &v.dv, NULL, 0.0, &t->err));
+    check_out(t, &o, &r, 0.0, "attention with no keys");
+    fl_tensor_release(&r);
+    tv_free(&q);
+    tv_free(&k);
+    tv_free(&v);
+    tv_free(&o);
+    int64_t cx[4] = { 0, 3, 4, 4 }, cw[4] = { 2, 3, 3, 3 }, co[4] = { 0, 2, 4, 4 }, gx[3] = { 2, 4, 0 };
+    tv cxv, cwv, cov, g;
+    tv_in(t, &cxv, FL_F32, 4, cx, L_CONTIG, 1.0);
+    tv_in(t, &cwv, FL_F16, 4, cw, L_CONTIG, 1.0);
+    tv_out(t, &cov, 4, co, L_CONTIG);
+    tv_out(t, &g, 3, gx, L_CONTIG);
+    OK(fl_conv2d(t->be, &cov.dv, &cxv.dv, &cwv.dv, NULL, fl_conv_opts_make(1, 1), &t->err));
+    OK(fl_group_norm(t->be, &g.dv, &g.dv, 2, NULL, NULL, 1e-5, 1, &t->err));
+    tv_free(&cxv);
+    tv_free(&cwv);
+    tv_free(&cov);
+    tv_free(&g);
+    close_target(t);
+}
+
 /* ---- errors and allocation failures (CPU) ----------------------------------------------- */
 
 static void test_errors(void **state)
@@ -1436,6 +1504,7 @@ int main(void)
         BOTH(test_rope_relative),
         BOTH(test_conv1x1_is_linear),
         BOTH(test_layouts),
+        BOTH(test_empty_dims),
         cmocka_unit_test(test_attention_memory),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_alloc_failures),

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/engine.h"
+#include "core/experiment.h"
 #include "models/gauss.h"
 #include "schedulers/noise.h"
 #include "schedulers/schedulers.h"
@@ -266,7 +267,7 @@ static void test_third_planner(void **state)
     /* A planner that breaks the diagonal is refused, by name, before anything runs. */
     a.planner = &overlap_planner;
     fl_level *lv = levels_for(32);
-    fl_sched_setup s = { 16, 1, 8, 8, FL_PARAM_EPS, lv, 32, fl_level_clean(), DDIM1, { { 1, 0 } }, 10, NULL, NULL, NULL, NULL };
+    fl_sched_setup s = { 16, 1, 8, 8, FL_PARAM_EPS, lv, 32, fl_level_clean(), DDIM1, { { 1, 0 } }, 10, NULL, NULL, NULL, NULL, 0 };
     fl_scheduler *sch = NULL;
     fl_error err;
     assert_int_equal(fl_fifo_new(&s, &overlap_planner, 2, FL_FIFO_INIT_CLIP, &sch, &err), FL_E_INVALID);
@@ -578,6 +579,50 @@ static void test_mismatch_error_mechanism(void **state)
     fl_denoiser_free(d);
 }
 
+/* Prompt timeline: with switch "frame" each queue frame is evaluated under its own
+ * frame's condition (a transition travels through the queue); with "queue" every frame
+ * of the queue takes the condition of the next frame to be emitted (the official code). */
+static void test_timeline_switch(void **state)
+{
+    (void)state;
+    for (int whole = 0; whole < 2; whole++) {
+        fl_cfg *cfg = fl_cfg_new(NULL);
+        fl_error err;
+        const char *sets[] = { "frames=40", "model.window=4", "model.channels=1", "model.size=4,4",
+                               "scheduler.planner.partitions=2", "scheduler.init=staircase",
+                               "timeline={{\"a\", 12}, {\"b\", 5}, {\"a\"}}",
+                               whole ? "timeline_switch=queue" : "timeline_switch=frame" };
+        for (size_t i = 0; i < sizeof sets / sizeof sets[0]; i++)
+            assert_int_equal(fl_cfg_set_arg(cfg, sets[i], &err), FL_OK);
+        fl_experiment ex;
+        assert_int_equal(fl_experiment_build(cfg, &ex, &err), FL_OK);
+        assert_int_equal(ex.timeline.nprompts, 2);
+        int saw_mixed = 0;
+        while (!fl_scheduler_done(ex.scheduler)) {
+            fl_window *w;
+            int nw;
+            assert_int_equal(ex.scheduler->vt->plan(ex.scheduler, &w, &nw, &err), FL_OK);
+            int64_t next = ex.scheduler->emitted;
+            int32_t want = next < 12 ? 0 : next < 17 ? 1 : 0;
+            int mixed = 0;
+            for (int k = 0; k < nw; k++) {
+                assert_int_equal(fl_denoiser_eval(ex.model, &w[k].x, w[k].levels, w[k].cond, &w[k].out, &err), FL_OK);
+                for (int j = 0; j < w[k].x.shape[0]; j++) {
+                    if (whole)
+                        assert_int_equal(w[k].cond[j], want);
+                    mixed |= w[k].cond[j] != w[0].cond[0];
+                }
+            }
+            saw_mixed |= mixed;
+            assert_int_equal(ex.scheduler->vt->apply(ex.scheduler, NULL, &err), FL_OK);
+        }
+        /* per-frame conditions: some iteration holds both prompts at once */
+        assert_int_equal(saw_mixed, !whole);
+        fl_experiment_free(&ex);
+        fl_cfg_free(cfg);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -589,6 +634,7 @@ int main(void)
         cmocka_unit_test(test_full_reproduces_truth),
         cmocka_unit_test(test_fifo_keeps_process),
         cmocka_unit_test(test_mismatch_error_mechanism),
+        cmocka_unit_test(test_timeline_switch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,9 +6,11 @@
 
 #include <limits.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cuda_internal.h"
+#include "cuda_priv.h"
 
 _Static_assert(FLCU_MAX_DIMS == FL_MAX_DIMS, "cuda_internal.h and core/tensor.h disagree on rank");
 _Static_assert(FLCU_UN_NEG == (int)FL_UN_NEG && FLCU_UN_ABS == (int)FL_UN_ABS &&
@@ -22,13 +24,7 @@ _Static_assert(FLCU_BIN_ADD == (int)FL_BIN_ADD && FLCU_BIN_SUB == (int)FL_BIN_SU
                    FLCU_BIN_COUNT == (int)FL_BIN_COUNT,
                "FLCU_BIN_* must equal fl_binop");
 
-/* be->impl. The backend's own state; storages it made outlive it (they only remember
- * their device ordinal). */
-typedef struct cuda_impl {
-    int device;
-    void *blas;      /* cublasHandle_t, created on `device` */
-    int async_alloc; /* scratch through cudaMallocAsync (stream-ordered) */
-} cuda_impl;
+/* cuda_impl (be->impl) is in cuda_priv.h, shared with cuda_nn.c. */
 
 static cuda_impl *impl_of(fl_backend *be) { return (cuda_impl *)be->impl; }
 
@@ -119,26 +115,27 @@ static void host_strided_copy(char *dst, const char *src, const flcu_layout *l, 
 
 /* ------------------------------------------------------------------ storage */
 
+/* A storage's block goes back to the pool it came from (which it keeps alive). */
 static void release_device_memory(void *ud, void *data, size_t nbytes)
 {
-    (void)nbytes;
-    flcu_free((int)(intptr_t)ud, data);
+    fl_cuda_pool_put((cuda_pool *)ud, data, nbytes);
 }
 
 static fl_status cu_storage_new(fl_backend *be, size_t nbytes, fl_storage **out, fl_error *err)
 {
-    int dev = impl_of(be)->device;
+    cuda_impl *im = impl_of(be);
+    int dev = im->device;
     char msg[FLCU_MSG_MAX];
     void *p = NULL;
     *out = NULL;
-    int rc = flcu_malloc(dev, nbytes, &p, msg);
+    int rc = fl_cuda_pool_get(im->pool, nbytes, &p, msg);
     if (rc)
         return fl_error_set(err, rc == FLCU_E_NOMEM ? FL_E_NOMEM : FL_E_DEVICE,
                             "cuda:%d: cannot allocate %zu bytes of device memory: %s", dev, nbytes, msg);
     fl_device d = { FL_DEVICE_CUDA, dev };
-    fl_storage *s = fl_storage_wrap(be->alloc, p, nbytes, d, release_device_memory, (void *)(intptr_t)dev);
+    fl_storage *s = fl_storage_wrap(be->alloc, p, nbytes, d, release_device_memory, im->pool);
     if (!s) {
-        flcu_free(dev, p);
+        fl_cuda_pool_put(im->pool, p, nbytes);
         return fl_error_set(err, FL_E_NOMEM, "cuda:%d: out of host memory for a storage record", dev);
     }
     *out = s;
@@ -563,6 +560,27 @@ out:
     return st;
 }
 
+/* ------------------------------------------------------------------ for cuda_nn.c */
+
+fl_status fl_cuda_enter(fl_backend *be, const char *op, fl_error *err) { return enter(be, op, err); }
+
+fl_status fl_cuda_fail(fl_backend *be, int rc, const char *op, const char *msg, fl_error *err)
+{
+    return cu_fail(be, rc, op, msg, err);
+}
+
+bool fl_cuda_layout(flcu_layout *l, int ndim, const int64_t *shape, int nops, const int64_t *const *strides)
+{
+    return make_layout(l, ndim, shape, nops, strides);
+}
+
+fl_status fl_cuda_dev_copy(fl_backend *be, const char *op, int ndim, const int64_t *shape, void *d, fl_dtype dt,
+                           const int64_t *dstride, const void *s, fl_dtype sdt, const int64_t *sstride,
+                           fl_error *err)
+{
+    return dev_copy(be, op, ndim, shape, d, dt, dstride, s, sdt, sstride, err);
+}
+
 /* ------------------------------------------------------------------ backend */
 
 static void cu_destroy(fl_backend *be)
@@ -571,6 +589,7 @@ static void cu_destroy(fl_backend *be)
     if (!im)
         return;
     flcu_blas_destroy(im->device, im->blas);
+    fl_cuda_pool_unref(im->pool); /* live storages keep it until they go */
     fl_free(be->alloc, im, sizeof *im);
     be->impl = NULL;
 }
@@ -590,6 +609,19 @@ static const fl_backend_vtable cuda_vtable = {
     .cholesky_solve = NULL,
     .solve = NULL,
     .fft = NULL,
+    .linear = fl_cuda_linear,
+    .conv2d = fl_cuda_conv2d,
+    .conv1d = fl_cuda_conv1d,
+    .group_norm = fl_cuda_group_norm,
+    .layer_norm = fl_cuda_layer_norm,
+    .rms_norm = fl_cuda_rms_norm,
+    .activation = fl_cuda_activation,
+    .attention = fl_cuda_attention,
+    .timestep_embedding = fl_cuda_timestep_embedding,
+    .upsample_nearest = fl_cuda_upsample_nearest,
+    .modulate = fl_cuda_modulate,
+    .gate_add = fl_cuda_gate_add,
+    .rope = fl_cuda_rope,
     .destroy = cu_destroy,
 };
 
@@ -611,10 +643,18 @@ fl_status fl_cuda_backend_init(fl_backend *be, int device, fl_error *err)
         return fl_error_set(err, FL_E_NOMEM, "cuda: out of host memory for the backend of device %d", device);
     memset(im, 0, sizeof *im);
     im->device = device;
+    const char *tf32 = getenv("FL_CUDA_TF32");
+    im->tf32 = tf32 && strcmp(tf32, "1") == 0;
+    fl_status st = fl_cuda_pool_new(be->alloc, device, &im->pool, err);
+    if (st) {
+        fl_free(be->alloc, im, sizeof *im);
+        return st;
+    }
     int rc = flcu_device_open(device, &im->async_alloc, msg);
     if (!rc)
         rc = flcu_blas_create(device, &im->blas, msg);
     if (rc) {
+        fl_cuda_pool_unref(im->pool);
         fl_free(be->alloc, im, sizeof *im);
         return fl_error_set(err, rc == FLCU_E_NOMEM ? FL_E_NOMEM : FL_E_DEVICE,
                             "cuda: cannot open device %d: %s", device, msg);

@@ -20,7 +20,7 @@ extern "C" {
 #include "../../core/dtype.h"
 
 #define FLCU_MAX_DIMS 5 /* == FL_MAX_DIMS (checked in cuda_backend.c) */
-#define FLCU_MAX_OPS 3  /* operands of an elementwise kernel: out, a, b */
+#define FLCU_MAX_OPS 4  /* operands of an elementwise kernel: out and up to three inputs */
 #define FLCU_MSG_MAX 256
 
 enum { FLCU_OK = 0, FLCU_E_DEVICE = 1, FLCU_E_NOMEM = 2 };
@@ -73,6 +73,10 @@ void flcu_free(int device, void *ptr);
 int flcu_scratch_alloc(int async_alloc, size_t nbytes, void **out, char *msg);
 void flcu_scratch_free(int async_alloc, void *ptr);
 
+/* Waits for the device and returns the stream-ordered pool's unused memory to the
+ * driver (before retrying an allocation that ran out of memory). Errors are dropped. */
+void flcu_trim(int device);
+
 enum { FLCU_H2D, FLCU_D2H, FLCU_D2D };
 /* Synchronous with respect to the host for H2D/D2H (pageable memory). */
 int flcu_memcpy(void *dst, const void *src, size_t nbytes, int kind, char *msg);
@@ -114,6 +118,112 @@ typedef struct flcu_gemm_args {
     double alpha, beta;
 } flcu_gemm_args;
 int flcu_gemm(void *handle, fl_dtype dt, const flcu_gemm_args *g, char *msg);
+
+/* --- neural-network kernels (nn_kernels.cu; default stream, asynchronous) --- */
+
+/* GEMM as flcu_gemm, with A and B of type ab (f32, f16 or bf16) and C f32; the products
+ * accumulate in f32 (tensor cores for f16/bf16; TF32 tensor cores for f32 when tf32). */
+int flcu_gemm_nn(void *handle, fl_dtype ab, int tf32, const flcu_gemm_args *g, char *msg);
+
+/* out[i0*s0 + i1*s1 + i2*s2] = bias ? bias[i_{bias_dim}] : 0 over shape n[3]. */
+int flcu_bias_fill(float *out, const int64_t n[3], const int64_t s[3], int bias_dim, const float *bias,
+                   char *msg);
+
+/* Unfolds images for a convolution GEMM. x is viewed as [n, C, H, W, S] through xs (S a
+ * trailing dim the kernel does not touch: 1 for conv2d, the second spatial dim for the
+ * temporal conv). col [nimg][C KH KW][nho Wo S] (row (c, kh, kw), column (ho, wo, s)) of
+ * dtype ct (f32/f16/bf16) holds output rows [ho0, ho0 + nho); zeros where the kernel
+ * reaches into the padding. */
+typedef struct flcu_im2col_args {
+    const float *x; /* image 0 of this chunk */
+    int64_t xs[5];
+    int64_t C, H, W, S, KH, KW, Wo, ho0, nho, nimg;
+    int stride[2], pad[2];
+    void *col;
+    fl_dtype ct;
+} flcu_im2col_args;
+int flcu_im2col(const flcu_im2col_args *a, char *msg);
+
+/* Group norm of x [B, C, sp...] (up to three trailing dims); gamma, beta device f32 [C]
+ * or NULL. Statistics by Welford / Chan in double; scratch from the stream-ordered pool
+ * when async_alloc. */
+typedef struct flcu_gn_args {
+    const float *x;
+    float *out;
+    const float *gamma, *beta;
+    int64_t B, C, groups;
+    int nsp;
+    int64_t sp[3];
+    int64_t xs[5], os[5]; /* strides of [B, C, sp...] */
+    double eps;
+    int silu;
+} flcu_gn_args;
+int flcu_group_norm(const flcu_gn_args *a, int async_alloc, char *msg);
+
+/* Layer norm (rms = 0) or RMS norm (rms = 1) of rows of D elements; row r's start is the
+ * row-major index r over lead[nlead] through the strides. */
+typedef struct flcu_ln_args {
+    const float *x;
+    float *out;
+    const float *gamma, *beta;
+    int64_t rows, D;
+    int nlead;
+    int64_t lead[4], xs_lead[4], os_lead[4];
+    int64_t xs, os; /* strides along the normalised dim */
+    double eps;
+    int rms;
+} flcu_ln_args;
+int flcu_lastdim_norm(const flcu_ln_args *a, char *msg);
+
+/* Activation (fl_act codes) over a two-operand layout, f32. */
+int flcu_activation(int act, const flcu_layout *l, float *out, const float *in, char *msg);
+/* kind 0: out = a (1 + b) + c (modulate); kind 1: out = a + b c (gate_add). f32, four
+ * operands (0 = out). */
+int flcu_modulate(int kind, const flcu_layout *l, float *out, const float *a, const float *b,
+                  const float *c, char *msg);
+
+/* Flash-style attention (online softmax over key tiles in shared memory, one query per
+ * thread): out [B, NH, Lq, Dv] = softmax(scale q k^T + mask) v; strides in elements;
+ * mask NULL, f32 (added) or u8 (0 hides). D and Dv at most FLCU_ATTN_MAXD. */
+#define FLCU_ATTN_MAXD 256
+typedef struct flcu_attn_args {
+    const float *q, *k, *v;
+    float *out;
+    const void *mask;
+    int mask_u8;
+    int64_t B, NH, Lq, Lk, D, Dv;
+    int64_t qs[4], ks[4], vs[4], os[4], ms[4];
+    float scale;
+} flcu_attn_args;
+int flcu_attention(const flcu_attn_args *a, char *msg);
+
+/* out[n, :] (strides os0, os1) = embedding of t[n * ts] (f32 or f64), computed in double. */
+typedef struct flcu_temb_args {
+    float *out;
+    int64_t os0, os1;
+    const void *t;
+    int t_f64;
+    int64_t ts, N, dim;
+    double max_period, freq_shift, scale;
+    int cos_first;
+} flcu_temb_args;
+int flcu_timestep_embedding(const flcu_temb_args *a, char *msg);
+
+/* Nearest upsampling: out[..., i, j] = x[..., i / fh, j / fw]; ndim 2..5. */
+int flcu_upsample(int ndim, const int64_t *oshape, const int64_t *ostride, float *out,
+                  const int64_t *xstride, const float *x, int64_t fh, int64_t fw, char *msg);
+
+/* Rotary embedding of x [B, L, NH, D] (fl_rope_opts semantics). table: for each axis a in
+ * turn, grid[a] rows of dims[a] floats (cos, sin per pair), already on the device. */
+typedef struct flcu_rope_args {
+    const float *x;
+    float *out;
+    int64_t B, L, NH, D;
+    int64_t xs[4], os[4];
+    int64_t grid[3], dims[3];
+    const float *table;
+} flcu_rope_args;
+int flcu_rope(const flcu_rope_args *a, char *msg);
 
 /* --- host builds of device code, for tests on machines without a GPU --- */
 

@@ -7,40 +7,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
-#include "cuda_internal.h"
-#include "../../core/half.h"
-
-/* ------------------------------------------------------------------ error reporting */
-
-static int fail(char *msg, int code, const char *what, const char *why)
-{
-    if (msg)
-        snprintf(msg, FLCU_MSG_MAX, "%s: %s", what, why);
-    return code;
-}
-
-static int cuda_fail(char *msg, const char *what, cudaError_t e)
-{
-    int code = e == cudaErrorMemoryAllocation ? FLCU_E_NOMEM : FLCU_E_DEVICE;
-    return fail(msg, code, what, cudaGetErrorString(e));
-}
-
-#define CU_TRY(call, what)                                                                       \
-    do {                                                                                         \
-        cudaError_t e_ = (call);                                                                 \
-        if (e_ != cudaSuccess)                                                                   \
-            return cuda_fail(msg, what, e_);                                                     \
-    } while (0)
-
-/* Launch errors show up in cudaGetLastError (and clear it); execution errors surface at
- * the next synchronising call, which then reports them. */
-static int launch_check(char *msg, const char *kernel)
-{
-    cudaError_t e = cudaGetLastError();
-    if (e != cudaSuccess)
-        return cuda_fail(msg, kernel, e);
-    return FLCU_OK;
-}
+#include "cuda_common.cuh"
 
 /* ------------------------------------------------------------------ devices and memory */
 
@@ -81,7 +48,28 @@ extern "C" int flcu_device_open(int device, int *async_alloc, char *msg)
     CU_TRY(cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device),
            "cudaDeviceGetAttribute(MemoryPoolsSupported)");
     *async_alloc = pools != 0;
+    if (pools) {
+        /* keep freed scratch in the pool across synchronisations (the default threshold
+         * of 0 hands it back to the driver at every sync, and the next op pays again);
+         * flcu_trim returns it when memory runs short */
+        cudaMemPool_t mp;
+        uint64_t keep = UINT64_MAX;
+        CU_TRY(cudaDeviceGetDefaultMemPool(&mp, device), "cudaDeviceGetDefaultMemPool");
+        CU_TRY(cudaMemPoolSetAttribute(mp, cudaMemPoolAttrReleaseThreshold, &keep),
+               "cudaMemPoolSetAttribute(ReleaseThreshold)");
+    }
     return FLCU_OK;
+}
+
+extern "C" void flcu_trim(int device)
+{
+    int pools = 0;
+    cudaMemPool_t mp;
+    if (cudaSetDevice(device) == cudaSuccess && cudaDeviceSynchronize() == cudaSuccess &&
+        cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device) == cudaSuccess && pools &&
+        cudaDeviceGetDefaultMemPool(&mp, device) == cudaSuccess)
+        (void)cudaMemPoolTrimTo(mp, 0);
+    (void)cudaGetLastError();
 }
 
 extern "C" int flcu_malloc(int device, size_t nbytes, void **out, char *msg)
@@ -112,10 +100,15 @@ extern "C" int flcu_scratch_alloc(int async_alloc, size_t nbytes, void **out, ch
     *out = NULL;
     if (!nbytes)
         nbytes = 1;
-    if (async_alloc)
-        CU_TRY(cudaMallocAsync(out, nbytes, 0), "cudaMallocAsync (scratch)");
-    else
-        CU_TRY(cudaMalloc(out, nbytes), "cudaMalloc (scratch)");
+    cudaError_t e = async_alloc ? cudaMallocAsync(out, nbytes, 0) : cudaMalloc(out, nbytes);
+    if (e == cudaErrorMemoryAllocation) { /* the pool may hold freed scratch: return it, retry */
+        int dev = 0;
+        (void)cudaGetLastError();
+        if (cudaGetDevice(&dev) == cudaSuccess)
+            flcu_trim(dev);
+        e = async_alloc ? cudaMallocAsync(out, nbytes, 0) : cudaMalloc(out, nbytes);
+    }
+    CU_TRY(e, async_alloc ? "cudaMallocAsync (scratch)" : "cudaMalloc (scratch)");
     return FLCU_OK;
 }
 
@@ -143,14 +136,9 @@ extern "C" int flcu_memcpy(void *dst, const void *src, size_t nbytes, int kind, 
     return FLCU_OK;
 }
 
-/* ------------------------------------------------------------------ element types */
+/* ------------------------------------------------------------------ element types
+ * (f16_t, bf16_t and their conversions are in cuda_common.cuh) */
 
-struct f16_t {
-    uint16_t v;
-};
-struct bf16_t {
-    uint16_t v;
-};
 struct c64_t {
     float re, im;
 };
@@ -160,16 +148,6 @@ struct c128_t {
 struct raw128_t {
     uint64_t lo, hi;
 };
-
-/* ------------------------------------------------------------------ f16 / bf16 conversions
- * The very integer code of core/dtype.c (core/half.h), on host and device alike, NaN
- * payloads included, rather than the __float2half_rn intrinsics; a host build of this
- * file's converters (flcu_host_convert) is checked against the CPU on any machine. */
-
-__host__ __device__ static inline uint16_t to_f16(float x) { return fl_h_f32_to_f16(x); }
-__host__ __device__ static inline float from_f16(uint16_t h) { return fl_h_f16_to_f32(h); }
-__host__ __device__ static inline uint16_t to_bf16(float x) { return fl_h_f32_to_bf16(x); }
-__host__ __device__ static inline float from_bf16(uint16_t b) { return fl_h_bf16_to_f32(b); }
 
 /* The CPU converts through double (fl_dtype_load / fl_dtype_store): widen the source
  * exactly, narrow once. f64 -> f32 is a plain (float) cast; f64 -> f16/bf16 first goes to
@@ -227,33 +205,6 @@ FLCU_SAME(uint64_t)
 FLCU_SAME(raw128_t)
 #undef FLCU_SAME
 
-/* ------------------------------------------------------------------ strided iteration */
-
-#define FLCU_THREADS 256
-
-static unsigned grid_for(int64_t n)
-{
-    int64_t blocks = (n + FLCU_THREADS - 1) / FLCU_THREADS;
-    /* grid-stride loops cover the rest; this is plenty to fill any current GPU */
-    return (unsigned)(blocks < 65535 ? blocks : 65535);
-}
-
-/* Element offsets of linear index i (row-major over l.shape) for the first NOPS operands. */
-template <int NOPS>
-__device__ static inline void offsets_of(const flcu_layout &l, int64_t i, int64_t *off)
-{
-#pragma unroll
-    for (int k = 0; k < NOPS; k++)
-        off[k] = 0;
-    for (int d = l.ndim - 1; d >= 0; d--) {
-        int64_t s = l.shape[d];
-        int64_t q = i / s, r = i - q * s;
-        i = q;
-#pragma unroll
-        for (int k = 0; k < NOPS; k++)
-            off[k] += r * l.stride[k][d];
-    }
-}
 
 template <typename D, typename S, bool DENSE>
 __global__ static void copy_kernel(flcu_layout l, D *dst, const S *src)
