@@ -195,7 +195,7 @@ static int writer_alive(hid_t f, char *host, size_t hn, int64_t *pid)
     return !(kill((pid_t)*pid, 0) && errno == ESRCH);
 }
 
-/* Opens a run file for reading; refuses one being written. `mode`: 0 a run to evaluate
+/* Opens a run file for reading; refuses one being written. `reference`: 0 a run to evaluate
  * (needs a status that lets it be written afterwards), 1 a reference (read only). */
 static fl_status run_open(const char *path, int reference, run_in *r, fl_error *err)
 {

@@ -252,6 +252,14 @@ fl_status fl_experiment_build(fl_cfg *cfg, fl_experiment *ex, fl_error *err)
     ex->snapshot_every = (int)snapshots;
     if ((st = fl_timeline_read(cfg, &ex->timeline, err)))
         return st;
+    fl_cfg *vt;
+    long fps, scale;
+    if ((st = fl_cfg_table(cfg, "video", &vt, err)) || (st = fl_cfg_bool(vt, "mp4", 0, &ex->video.mp4, err)) ||
+        (st = fl_cfg_bool(vt, "gif", 0, &ex->video.gif, err)) || (st = fl_cfg_bool(vt, "png", 0, &ex->video.png, err)) ||
+        (st = fl_cfg_int(vt, "fps", 8, 1, 240, &fps, err)) || (st = fl_cfg_int(vt, "scale", 0, 0, 64, &scale, err)))
+        return st;
+    ex->video.fps = (int)fps;
+    ex->video.scale = (int)scale;
     fl_cfg *ml;
     if ((st = fl_cfg_list(cfg, "metrics", &ml, err)))
         return st;

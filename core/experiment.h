@@ -27,6 +27,10 @@ typedef struct fl_experiment {
     /* Online metrics (eval/metric.h) computed on the emitted frames: names point into the
      * config tree, options are resolved. */
     fl_timeline timeline;  /* the condition of each output frame (prompts), owned */
+    /* video written while the run goes (data/video.h): into the run directory */
+    struct {
+        int mp4, gif, png, fps, scale; /* scale 0: the longer side at least 256 pixels */
+    } video;
     int nmetrics;
     fl_metric_spec metrics[FL_EXPERIMENT_METRICS_MAX];
     fl_metric_opts metric_opts[FL_EXPERIMENT_METRICS_MAX];

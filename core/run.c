@@ -20,6 +20,7 @@
 #include "core/h5io.h"
 #include "core/runfile.h"
 #include "core/sweep.h"
+#include "data/video.h"
 #include "eval/metric.h"
 #include "schedulers/schedulers.h"
 
@@ -71,6 +72,8 @@ typedef struct run_ctx {
     int tty;
     /* online metrics: their series' ids in the run file and values written so far */
     fl_metrics *metrics;
+    fl_video *video;       /* NULL: none asked, or ffmpeg failed (warned) */
+    char video_tmp[3][PATH_MAX_LEN + 32], video_final[3][PATH_MAX_LEN + 32];
     size_t nseries;
     int *series_id;
     int64_t *series_len;
@@ -107,6 +110,15 @@ static fl_status feed(run_ctx *c, int64_t index, const float *frame, int32_t con
     fl_status st = fl_runfile_frame(c->rf, index, frame, cond, err);
     if (!st && c->metrics)
         st = fl_metrics_put(c->metrics, index, frame, err);
+    if (!st && c->video) {
+        fl_error verr;
+        if (fl_video_frame_f32(c->video, frame, c->ex.model->channels, FL_COLOUR_LATENT, &verr)) {
+            /* a video is a view of the run, not the run: warn, go on without it */
+            fprintf(stderr, "fifolab: warning: video stopped: %s\n", fl_error_msg(&verr));
+            fl_video_discard(c->video);
+            c->video = NULL;
+        }
+    }
     return st;
 }
 
@@ -331,6 +343,62 @@ done:
     return st;
 }
 
+/* Opens the run's video outputs (as *.tmp files, renamed when the run completes: a
+ * resume rewrites them whole from the replayed frames). Failures are warnings. */
+static void video_open(run_ctx *c, const char *dir)
+{
+    static const char *const names[3] = { "video.mp4", "video.gif", "frames_png" };
+    int want[3] = { c->ex.video.mp4, c->ex.video.gif, c->ex.video.png };
+    if (!want[0] && !want[1] && !want[2])
+        return;
+    for (int k = 0; k < 3; k++) {
+        snprintf(c->video_final[k], sizeof c->video_final[k], "%s/%s", dir, names[k]);
+        snprintf(c->video_tmp[k], sizeof c->video_tmp[k], "%s/%s.tmp", dir, names[k]);
+        if (!want[k])
+            c->video_tmp[k][0] = c->video_final[k][0] = 0;
+    }
+    int H = c->ex.model->height, W = c->ex.model->width, side = H > W ? H : W;
+    int scale = c->ex.video.scale ? c->ex.video.scale : (256 + side - 1) / side;
+    fl_video_opts vo = { .mp4 = want[0] ? c->video_tmp[0] : NULL, .gif = want[1] ? c->video_tmp[1] : NULL,
+                         .png_dir = want[2] ? c->video_final[2] : NULL, .fps = c->ex.video.fps,
+                         .scale = scale > 64 ? 64 : scale };
+    fl_error verr;
+    if (fl_video_open(&c->video, &vo, H, W, &verr)) {
+        fprintf(stderr, "fifolab: warning: no video: %s (the run file is written all the same)\n",
+                fl_error_msg(&verr));
+        c->video = NULL;
+    }
+}
+
+/* Finishes the video: complete -> renamed into place; otherwise dropped. */
+static void video_close(run_ctx *c, int complete)
+{
+    if (!c->video)
+        return;
+    fl_error verr;
+    if (!complete) {
+        fl_video_discard(c->video);
+        c->video = NULL;
+        for (int k = 0; k < 2; k++)
+            if (c->video_tmp[k][0])
+                unlink(c->video_tmp[k]);
+        return;
+    }
+    fl_status st = fl_video_close(c->video, &verr);
+    c->video = NULL;
+    for (int k = 0; k < 2; k++) {
+        if (!c->video_tmp[k][0])
+            continue;
+        if (st || rename(c->video_tmp[k], c->video_final[k])) {
+            fprintf(stderr, "fifolab: warning: %s not written: %s\n", c->video_final[k],
+                    st ? fl_error_msg(&verr) : strerror(errno));
+            unlink(c->video_tmp[k]);
+        } else if (!c->o->quiet) {
+            printf("%s\n", c->video_final[k]);
+        }
+    }
+}
+
 /* Runs cfg into dir. `old` >= 0: an existing run file of the same configuration, resumed
  * from `state` (NULL: from the start). */
 static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, const char *script,
@@ -450,6 +518,7 @@ static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, const char *script,
     }
     if ((st = fl_runfile_start(c.rf, err)))
         goto out;
+    video_open(&c, dir);
     if (old >= 0) {
         if ((st = replay(&c, old, s->emitted, start.iterations, err)) || (st = fl_runfile_sync(c.rf, err)))
             goto out;
@@ -502,10 +571,14 @@ static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, const char *script,
         c.rf = NULL;
         goto out;
     }
+    video_close(&c, 1);
     st = fl_runfile_close(c.rf, "complete", &tot, err);
     c.rf = NULL;
     if (!st) {
         unlink(c.state_path); /* complete: nothing to resume */
+        char stale[PATH_MAX_LEN + 32];
+        snprintf(stale, sizeof stale, "%s/state.h5.tmp", dir);
+        unlink(stale); /* a state a kill interrupted while it was written */
         *outcome = FL_RUN_COMPLETE;
         if (!o->quiet)
             printf("%s%s%s: %lld frames, %lld iterations, %lld window calls, %.2f s -> %s\n",
@@ -513,6 +586,7 @@ static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, const char *script,
                    (long long)es.iterations, (long long)es.windows, tot.seconds, c.run_path);
     }
 out:
+    video_close(&c, 0);
     if (c.rf)
         fl_runfile_close(c.rf, "failed", NULL, NULL);
     fl_metrics_free(c.metrics);

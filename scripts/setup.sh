@@ -5,7 +5,8 @@ set -eu
 
 # Build and test dependencies, by Debian package name.
 PACKAGES="pkg-config libopenblas-dev liblapacke-dev libfftw3-dev libhdf5-dev liblua5.4-dev libcmocka-dev
-          libcjson-dev libzip-dev python3-h5py python3-numpy openmpi-bin libopenmpi-dev ffmpeg"
+          libcjson-dev libzip-dev python3-h5py python3-numpy openmpi-bin libopenmpi-dev ffmpeg
+          python3-matplotlib python3-nbconvert jupyter-nbconvert python3-ipykernel"
 # `setup.sh PACKAGE...` checks/installs those instead (make fuzz: the clang/libFuzzer ones).
 [ $# -eq 0 ] || PACKAGES="$*"
 

@@ -143,6 +143,21 @@ $h5 same ref/run.h5 ref/run.h5 && ok || bad "disk full: another run's file chang
 check disk-full-resume 0 "$bin" resume f -q
 $h5 same ref/run.h5 f/run.h5 && ok || bad "disk full: frames after resume differ"
 
+# ---- online video: written while the run goes, whole again after a kill and resume ----------
+if command -v ffprobe >/dev/null 2>&1; then
+    rm -rf v
+    FIFOLAB_TEST_DIE_AFTER=50 "$bin" run small.lua --out v -q --checkpoint-seconds 0 --set 'video={mp4=true, fps=12}' >/dev/null 2>&1
+    check video-resume 0 "$bin" resume v -q
+    n=$(ffprobe -v error -count_frames -select_streams v:0 -show_entries stream=nb_read_frames,r_frame_rate -of csv=p=0 v/video.mp4)
+    [ "$n" = "12/1,96" ] && ok || bad "video: ffprobe says '$n', expected 12/1,96"
+    [ ! -e v/video.mp4.tmp ] && [ ! -e v/state.h5.tmp ] && ok || bad "video: temporary files left: $(ls v)"
+    check video-no-ffmpeg 0 env FIFOLAB_FFMPEG=/nonexistent/ffmpeg "$bin" run small.lua --out vn -q --set 'video={mp4=true}'
+    contains video-no-ffmpeg-warns "warning: no video"
+    [ "$($h5 attr vn/run.h5 status)" = complete ] && ok || bad "video: no ffmpeg, and the run did not complete"
+else
+    echo "(ffprobe not found: online video not tested)"
+fi
+
 # ---- sweeps: plan, run, skip, --index, summarize, MPI ----------------------------------------
 cat >sweep.lua <<'LUA'
 local fl = require "fifolab"
