@@ -124,12 +124,16 @@ static double oracle_mean(hid_t f)
     return mean;
 }
 
+/* Rows of dataset `name` ("group/dataset"), -1 when it is not there. H5Lexists needs
+ * every group on the path to exist, so the group is checked first. */
 static int64_t rows_of(hid_t f, const char *name)
 {
+    char grp[64];
+    const char *slash = strchr(name, '/');
+    snprintf(grp, sizeof grp, "%.*s", slash ? (int)(slash - name) : 0, name);
     fl_h5_lock();
     int64_t n = -1;
-    if (H5Lexists(f, name, H5P_DEFAULT) > 0 || (strchr(name, '/') && H5Lexists(f, "frames", H5P_DEFAULT) > 0 &&
-                                                H5Lexists(f, name, H5P_DEFAULT) > 0)) {
+    if ((!slash || H5Lexists(f, grp, H5P_DEFAULT) > 0) && H5Lexists(f, name, H5P_DEFAULT) > 0) {
         hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
         if (d >= 0) {
             n = fl_h5_rows(d);
@@ -470,7 +474,7 @@ int fl_cmd_summarize(int argc, char **argv)
             printf("usage: fifolab summarize DIR [--csv] [--metrics a,b,...]\n\n"
                    "One table of every run file under DIR: the configuration keys that differ between\n"
                    "runs as columns (seed aside), then metrics as mean ± std over the seeds of each\n"
-                   "configuration: frames, denoiser calls per frame, oracle (mean relative noise-\n"
+                   "configuration: emitted frames, denoiser calls per frame, oracle (mean relative noise-\n"
                    "prediction error per queue position, when recorded), seconds, and the mean of\n"
                    "each /metrics series (iteration_* aside) or those named by --metrics.\n"
                    "Markdown on the terminal; --csv for CSV.\n");
@@ -523,13 +527,13 @@ int fl_cmd_summarize(int argc, char **argv)
         for (char *tok = strtok(list, ","); tok && nc < 64; tok = strtok(NULL, ",")) {
             column c = { "", 0 };
             snprintf(c.name, sizeof c.name, "%s", tok);
-            c.series = !strcmp(tok, "frames") ? -1 : !strcmp(tok, "calls_per_frame") ? -2 : !strcmp(tok, "oracle") ? -3
+            c.series = !strcmp(tok, "emitted") ? -1 : !strcmp(tok, "calls_per_frame") ? -2 : !strcmp(tok, "oracle") ? -3
                        : !strcmp(tok, "seconds") ? -4 : 0;
             cols[nc++] = c;
         }
         free(list);
     } else {
-        static const char *const fixed[4] = { "frames", "calls_per_frame", "oracle", "seconds" };
+        static const char *const fixed[4] = { "emitted", "calls_per_frame", "oracle", "seconds" };
         for (int k = 0; k < 4; k++) {
             if (k == 2) {
                 int any = 0;
@@ -647,8 +651,12 @@ int fl_cmd_summarize(int argc, char **argv)
             any_incomplete |= strcmp(found.r[i].status, "complete") != 0;
         if (any_incomplete)
             printf("\n* some runs of this configuration are not complete\n");
-        printf("\nmean ± sample std over runs (seeds); oracle: mean over queue positions of the relative\n"
-               "noise-prediction error |out - exact|^2 / |exact|^2 against the exact model.\n");
+        int has_oracle = 0;
+        for (int c = 0; c < nc; c++)
+            has_oracle |= cols[c].series == -3;
+        printf("\nmean ± sample std over runs (seeds)%s\n",
+               has_oracle ? "; oracle: mean over queue positions of the relative noise-prediction\n"
+                            "error |out - exact|^2 / |exact|^2 against the exact model." : ".");
     }
     for (int i = 0; i < found.n; i++) {
         for (int k = 0; k < found.r[i].nkv; k++) {

@@ -179,7 +179,7 @@ check sweep 0 "$bin" run sweep.lua --out sw -q
 check sweep-skip 0 "$bin" run sweep.lua --out sw; contains sweep-skips "0 run, 8 skipped"
 check summarize 0 "$bin" summarize sw
 contains summarize-key "scheduler.planner.partitions"; contains summarize-oracle "oracle"; contains summarize-pm "±"
-check summarize-csv 0 "$bin" summarize sw --csv; contains summarize-csv-head "runs,frames,frames_std"
+check summarize-csv 0 "$bin" summarize sw --csv; contains summarize-csv-head "runs,emitted,emitted_std"
 if command -v mpirun >/dev/null 2>&1; then
     # OpenMPI's own allocations outlive MPI_Finalize: no leak report for them (ASan build)
     check mpi 0 env ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" \
