@@ -2,7 +2,8 @@
  * gauss 16 frames x 3 x 32 x 32, fifo lookahead n = 4) generated in one process with the
  * frames thrown away, and through fl_run_point (run file via the writer thread, metric
  * series, periodic states), alternately, 5 times each; the ratio of medians is the figure
- * (target: logging on costs < 5 % more wall time). */
+ * (target: logging on costs < 5 % more wall time), the ratio of minima the least noisy
+ * one on a busy machine. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,7 @@
 
 #include "bench/bench.h"
 
-#define REPS 3
+#define REPS 5
 
 static const char *const sets[] = { "name=bench", "frames=256", NULL };
 
@@ -101,5 +102,6 @@ int main(void)
     printf("  generation, frames discarded   %8.3f s\n", plain[REPS / 2]);
     printf("  generation + run file (SWMR)   %8.3f s\n", logged[REPS / 2]);
     printf("  ratio logged / plain           %8.3f   (target < 1.05)\n", ratio);
+    printf("  ratio of the fastest runs      %8.3f\n", logged[0] / plain[0]);
     return 0;
 }
