@@ -72,7 +72,7 @@ help:
 	@echo "make setup      install missing Debian packages (apt-get; needs root)"
 	@echo "make test       set up, build and run every test suite"
 	@echo "make asan       the same suites under ASan + UBSan (build/asan)"
-	@echo "make run        set up, build and run the default experiment (runs/quickstart/run.h5)"
+	@echo "make run        set up, build and run the default experiment (runs/default: run.h5, video.mp4)"
 	@echo "make bench      benchmarks (ratios against the raw libraries, one run)"
 	@echo "make fuzz       fuzz the checkpoint parsers (clang libFuzzer + ASan/UBSan; FUZZ_SECONDS=20 per target)"
 	@echo "make clean      remove build outputs"
@@ -131,7 +131,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB)
 	$(Q)$(CC) $(CFLAGS_ALL) $^ -o $@ $(LDLIBS_ALL)
 
 # Every suite runs even when an earlier one fails; the last line totals them all.
-RUN_SUITES = FL_CLI_BIN=$(BUILD)/fifolab sh scripts/run-tests.sh $(TEST_BIN) tests/cli.sh tests/runs.sh tests/video.sh tests/eval.sh tests/notebooks.sh
+RUN_SUITES = FL_CLI_BIN=$(BUILD)/fifolab sh scripts/run-tests.sh $(TEST_BIN) tests/cli.sh tests/runs.sh tests/default.sh tests/video.sh tests/eval.sh tests/notebooks.sh
 
 test: all
 	@$(RUN_SUITES)
@@ -155,13 +155,14 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 bench: $(BENCH_BIN)
 	@for b in $(BENCH_BIN); do $$b || exit 1; done
 
-# The default experiment: experiments/quickstart.lua (FIFO-Diffusion, lookahead with 4
-# partitions, on the Gaussian video testbed, 256 frames) into runs/quickstart/run.h5, then
-# its summary. A complete run is skipped; RUN_ARGS='--force' reruns it.
+# The default experiment: experiments/default.lua (the empirical-clip model on the
+# procedural dataset, made into runs/data/clips.h5 when absent; FIFO with lookahead, 4
+# partitions; three prompts, 288 frames) into runs/default/run.h5 and video.mp4, then its
+# summary. A complete run is skipped; RUN_ARGS='--force' reruns it.
 RUN_ARGS ?=
 run: fifolab
-	./fifolab run experiments/quickstart.lua $(RUN_ARGS)
-	./fifolab info --no-config runs/quickstart
+	./fifolab run experiments/default.lua $(RUN_ARGS)
+	./fifolab info --no-config runs/default
 
 # Checkpoint-parser fuzzing (clang + libFuzzer, installed by fuzz/run.sh only when missing).
 FUZZ_SECONDS ?= 20

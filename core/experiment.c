@@ -7,6 +7,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/h5io.h"
+#include "core/run.h"
+#include "data/procgen.h"
 #include "models/empirical.h"
 #include "models/gauss.h"
 #include "schedulers/noise.h"
@@ -21,7 +24,7 @@ static const char *const param_names[] = { "eps", "x0", "v", NULL };
 static const char *const mismatch_names[] = { "exact", "own", "mean", NULL };
 static const char *const condition_names[] = { "hard", "soft", "off", NULL };
 static const char *const spacing_names[] = { "uniform", "ldm", "leading", NULL };
-static const char *const init_names[] = { "clip", "staircase", NULL };
+static const char *const init_names[] = { "clip", "staircase", "frames", NULL };
 static const char *const final_names[] = { "clean", "t0", NULL };
 
 const char *const *fl_experiment_modules(const char *kind)
@@ -103,17 +106,40 @@ static fl_status build_gauss(fl_cfg *t, fl_denoiser **out, fl_error *err)
     return FL_OK;
 }
 
+/* Makes the default procedural dataset (fl_procgen_opts_default, what `fifolab data make`
+ * writes without options) at path, creating its directory. For `make_if_absent`. */
+static fl_status make_default_dataset(fl_cfg *t, const char *path, fl_error *err)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    fl_status st = FL_OK;
+    if (slash && slash != dir) {
+        *slash = 0;
+        if ((st = fl_mkdirs(dir, err)))
+            return rethrow(t, err, st, "dataset");
+    }
+    fl_procgen_opts o;
+    fl_procgen_opts_default(&o);
+    fl_clips *c = NULL;
+    if ((st = fl_procgen_make(&o, &c, err)) || (st = fl_clips_write(c, path, err)))
+        rethrow(t, err, st, "dataset (make_if_absent)");
+    fl_clips_free(c);
+    return st;
+}
+
 /* The empirical-clip model (docs/empirical.md). Its prompt list is the timeline's (condition
  * id k = timeline prompt k) or, without a timeline, its own `prompts` option; neither: every
- * frame may match every clip. The dataset is never built here: a missing file is an error
- * that says which command makes it. */
+ * frame may match every clip. A missing dataset is an error that says which command makes
+ * it, unless `make_if_absent` asks for the default one to be made there (the default
+ * experiment: `make run` on a fresh clone needs no separate step). */
 static fl_status build_empirical(fl_cfg *t, const fl_timeline *tl, fl_denoiser **out, fl_error *err)
 {
     fl_empirical_opts o;
     fl_empirical_opts_default(&o);
     const char *path;
     long window;
-    int mismatch, condition, param;
+    int mismatch, condition, param, make_if_absent;
     fl_cfg *pl;
     fl_status st;
     if ((st = fl_cfg_str(t, "dataset", "runs/data/clips.h5", &path, err)) ||
@@ -124,7 +150,8 @@ static fl_status build_empirical(fl_cfg *t, const fl_timeline *tl, fl_denoiser *
         (st = fl_cfg_enum(t, "condition", condition_names, o.condition, &condition, err)) ||
         (st = fl_cfg_num(t, "condition_weight", o.condition_weight, 0, 1e9, &o.condition_weight, err)) ||
         (st = fl_cfg_enum(t, "param", param_names, (int)o.param, &param, err)) ||
-        (st = fl_cfg_list(t, "prompts", &pl, err)))
+        (st = fl_cfg_list(t, "prompts", &pl, err)) ||
+        (st = fl_cfg_bool(t, "make_if_absent", 0, &make_if_absent, err)))
         return st;
     o.window = (int)window;
     o.mismatch = mismatch;
@@ -156,12 +183,16 @@ static fl_status build_empirical(fl_cfg *t, const fl_timeline *tl, fl_denoiser *
         o.nprompts = tl->nprompts;
     }
     fl_clips *data = NULL;
-    if (access(path, F_OK) != 0)
+    int absent = access(path, F_OK) != 0;
+    if (absent && make_if_absent)
+        st = make_default_dataset(t, path, err);
+    else if (absent)
         st = fl_cfg_error(t, "dataset", err, FL_E_IO,
-                          "%s does not exist; make it with: fifolab data make --out %s", path, path);
-    else if ((st = fl_clips_read(path, &data, err)))
+                          "%s does not exist; make it with: fifolab data make --out %s (or set make_if_absent = true)",
+                          path, path);
+    if (!st && (st = fl_clips_read(path, &data, err)))
         rethrow(t, err, st, "dataset");
-    else if ((st = fl_empirical_new(&o, data, out, err)))
+    else if (!st && (st = fl_empirical_new(&o, data, out, err)))
         rethrow(t, err, st, NULL);
     fl_clips_free(data);
     free(prompts);
@@ -229,6 +260,135 @@ static fl_status build_sampler(fl_cfg *root, fl_sampler *s, fl_error *err)
     return FL_OK;
 }
 
+/* The given video of fifo's init = "frames" (docs/schedulers.md "Extending a given video"):
+ * frames 0 .. last of a run file's /frames/latent or of one video of a clip dataset, mapped
+ * to the model's latent layout, into *out (malloc'd, [*count, C, H, W]); `what` describes
+ * them for the scheduler's messages. Read here, at build time only: the scheduler copies
+ * what its queue needs and keeps nothing, so a resumed run restores its queue from the state. */
+typedef struct given_video {
+    float *frames;
+    int64_t count;
+    char what[PATH_MAX + 96];
+} given_video;
+
+static fl_status read_run_frames(fl_cfg *src, const char *path, long last, const fl_denoiser *m,
+                                 given_video *g, fl_error *err)
+{
+    fl_status st = FL_OK;
+    fl_h5_lock();
+    hid_t f = access(path, R_OK) == 0 ? H5Fopen(path, H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT) : -1;
+    hid_t d = f >= 0 && H5Lexists(f, "frames", H5P_DEFAULT) > 0 && H5Lexists(f, "frames/latent", H5P_DEFAULT) > 0
+                  ? H5Dopen2(f, "frames/latent", H5P_DEFAULT)
+                  : -1;
+    hsize_t dims[4] = { 0, 0, 0, 0 };
+    hid_t sp = d >= 0 ? H5Dget_space(d) : -1;
+    int rank = sp >= 0 ? H5Sget_simple_extent_ndims(sp) : -1;
+    if (rank == 4)
+        H5Sget_simple_extent_dims(sp, dims, NULL);
+    if (sp >= 0)
+        H5Sclose(sp);
+    fl_h5_unlock();
+    int64_t n = (int64_t)dims[0];
+    if (f < 0)
+        st = fl_cfg_error(src, "run", err, FL_E_IO, access(path, F_OK) != 0 ? "%s does not exist"
+                                                     : "%s: cannot open (not an HDF5 run file?)", path);
+    else if (rank != 4)
+        st = fl_cfg_error(src, "run", err, FL_E_FORMAT, "%s: /frames/latent: %s", path,
+                          d < 0 ? "missing" : "expected [N, C, H, W]");
+    else if ((int64_t)dims[1] != m->channels || (int64_t)dims[2] != m->height || (int64_t)dims[3] != m->width)
+        st = fl_cfg_error(src, "run", err, FL_E_INVALID, "%s holds frames of %dx%dx%d, the model's latents are %dx%dx%d",
+                          path, (int)dims[1], (int)dims[2], (int)dims[3], m->channels, m->height, m->width);
+    else if (n < 1)
+        st = fl_cfg_error(src, "run", err, FL_E_FORMAT, "%s: /frames/latent holds no frames", path);
+    else if (last >= n)
+        st = fl_cfg_error(src, "last", err, FL_E_RANGE, "frame %ld, but %s holds %lld frames", last, path,
+                          (long long)n);
+    if (!st) {
+        g->count = last < 0 ? n : last + 1;
+        int64_t fs = (int64_t)m->channels * m->height * m->width;
+        if (!(g->frames = malloc((size_t)(g->count * fs) * sizeof(float)))) {
+            st = fl_error_set(err, FL_E_NOMEM, "scheduler.source: %lld frames", (long long)g->count);
+        } else {
+            fl_h5_lock();
+            st = fl_h5_read_rows(d, H5T_NATIVE_FLOAT, 0, g->count, g->frames, err);
+            fl_h5_unlock();
+            if (st)
+                fl_error_prefix(err, "scheduler.source.run: %s: /frames/latent", path);
+        }
+        snprintf(g->what, sizeof g->what, "scheduler.source: %s (frames 0..%lld)", path, (long long)g->count - 1);
+    }
+    fl_h5_lock();
+    if (d >= 0)
+        H5Dclose(d);
+    if (f >= 0)
+        H5Fclose(f);
+    fl_h5_unlock();
+    return st;
+}
+
+/* Frames of a clip dataset are RGB bytes [H, W, 3]; the pixel-space models take [3, H, W]
+ * in [-1, 1] (byte / 127.5 - 1, as the empirical model reads its dataset). */
+static fl_status read_clip_frames(fl_cfg *src, const char *path, long video, long last, const fl_denoiser *m,
+                                  given_video *g, fl_error *err)
+{
+    fl_clips *c = NULL;
+    fl_status st;
+    if (access(path, F_OK) != 0)
+        return fl_cfg_error(src, "clips", err, FL_E_IO, "%s does not exist", path);
+    if ((st = fl_clips_read(path, &c, err)))
+        return rethrow(src, err, st, "clips");
+    if (video >= c->nvideos)
+        st = fl_cfg_error(src, "video", err, FL_E_RANGE, "video %ld, but %s holds %lld videos (0..%lld)", video,
+                          path, (long long)c->nvideos, (long long)c->nvideos - 1);
+    else if (m->channels != 3 || m->height != c->height || m->width != c->width)
+        st = fl_cfg_error(src, "clips", err, FL_E_INVALID,
+                          "%s holds RGB frames of %dx%d, the model's latents are %dx%dx%d (a pixel-space model "
+                          "of that size is needed)", path, c->height, c->width, m->channels, m->height, m->width);
+    else if (last >= c->video_len[video])
+        st = fl_cfg_error(src, "last", err, FL_E_RANGE, "frame %ld, but video %ld of %s has %lld frames", last,
+                          video, path, (long long)c->video_len[video]);
+    if (!st) {
+        int64_t hw = (int64_t)c->height * c->width, fs = 3 * hw;
+        g->count = last < 0 ? c->video_len[video] : last + 1;
+        if (!(g->frames = malloc((size_t)(g->count * fs) * sizeof(float)))) {
+            st = fl_error_set(err, FL_E_NOMEM, "scheduler.source: %lld frames", (long long)g->count);
+        } else {
+            for (int64_t k = 0; k < g->count; k++) {
+                const uint8_t *px = c->frames + (c->video_first[video] + k) * fs;
+                float *x = g->frames + k * fs;
+                for (int64_t e = 0; e < hw; e++)
+                    for (int ch = 0; ch < 3; ch++)
+                        x[ch * hw + e] = (float)(px[e * 3 + ch] / 127.5 - 1.0);
+            }
+            snprintf(g->what, sizeof g->what, "scheduler.source: video %ld of %s (frames 0..%lld)", video, path,
+                     (long long)g->count - 1);
+        }
+    }
+    fl_clips_free(c);
+    return st;
+}
+
+static fl_status read_source(fl_cfg *sched, const fl_denoiser *m, given_video *g, fl_error *err)
+{
+    fl_cfg *src;
+    const char *path;
+    long video = 0, last;
+    fl_status st;
+    if ((st = fl_cfg_table(sched, "source", &src, err)))
+        return st;
+    int has_run = fl_cfg_get(src, "run") != NULL, has_clips = fl_cfg_get(src, "clips") != NULL;
+    if (has_run == has_clips)
+        return fl_cfg_error(sched, "source", err, FL_E_INVALID,
+                            "init = \"frames\" needs the video to continue: { run = \"RUN/run.h5\" } or "
+                            "{ clips = \"DATASET.h5\", video = N } (optionally last = K)");
+    if ((st = fl_cfg_str(src, has_run ? "run" : "clips", NULL, &path, err)) ||
+        (has_clips && (st = fl_cfg_int(src, "video", 0, 0, INT32_MAX, &video, err))) ||
+        (st = fl_cfg_int(src, "last", -1, -1, INT32_MAX, &last, err)))
+        return st;
+    return has_run ? read_run_frames(src, path, last, m, g, err)
+                   : read_clip_frames(src, path, video, last, m, g, err);
+}
+
 static int32_t timeline_cond(void *ctx, int64_t frame)
 {
     return fl_timeline_cond(ctx, frame);
@@ -237,6 +397,8 @@ static int32_t timeline_cond(void *ctx, int64_t frame)
 fl_status fl_experiment_build(fl_cfg *cfg, fl_experiment *ex, fl_error *err)
 {
     memset(ex, 0, sizeof *ex);
+    given_video given; /* before any goto fail, which frees it */
+    memset(&given, 0, sizeof given);
     fl_status st;
     long seed, frames, snapshots;
     const char *mname, *sname;
@@ -316,6 +478,13 @@ fl_status fl_experiment_build(fl_cfg *cfg, fl_experiment *ex, fl_error *err)
             goto fail;
         planner = fl_planner_find(pname);
         steps = (long)s.window * partitions;
+        if (init == FL_FIFO_INIT_FRAMES && (st = read_source(st_t, ex->model, &given, err)))
+            goto fail;
+        if (init != FL_FIFO_INIT_FRAMES && fl_cfg_get(st_t, "source")) {
+            st = fl_cfg_error(st_t, "source", err, FL_E_INVALID, "only with init = \"frames\" (init is \"%s\")",
+                              init_names[init]);
+            goto fail;
+        }
     } else {
         if ((st = fl_cfg_int(st_t, "steps", 64, 1, 100000, &steps, err)))
             goto fail;
@@ -336,7 +505,10 @@ fl_status fl_experiment_build(fl_cfg *cfg, fl_experiment *ex, fl_error *err)
     s.final = final == 0 ? fl_level_clean() : ex->levels[0];
     if ((st = fl_sampler_check(&s.sampler, err)) || (st = fl_cfg_check_unused(cfg, err)))
         goto fail;
-    if (!strcmp(sname, "fifo"))
+    if (!strcmp(sname, "fifo") && init == FL_FIFO_INIT_FRAMES)
+        st = fl_fifo_new_given(&s, planner, (int)partitions,
+                               &(fl_fifo_given){ given.frames, given.count, given.what }, &ex->scheduler, err);
+    else if (!strcmp(sname, "fifo"))
         st = fl_fifo_new(&s, planner, (int)partitions, (fl_fifo_init)init, &ex->scheduler, err);
     else if (!strcmp(sname, "full"))
         st = fl_full_new(&s, &ex->scheduler, err);
@@ -346,8 +518,10 @@ fl_status fl_experiment_build(fl_cfg *cfg, fl_experiment *ex, fl_error *err)
         rethrow(st_t, err, st, NULL);
         goto fail;
     }
+    free(given.frames);
     return FL_OK;
 fail:
+    free(given.frames);
     fl_experiment_free(ex);
     return st;
 }

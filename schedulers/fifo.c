@@ -74,6 +74,31 @@ static void fill_from_clip(fifo_sched *q)
     q->next_id = q->f;
 }
 
+/* Continuing a given video: position p holds given frame G - Q + p, forward-noised to
+ * its position's level (context positions: the final level) with fresh noise at the same
+ * addresses as fill_from_clip, so the given video ends at the tail and output frame 0 is
+ * the frame that enters after it. Every queue frame is warm-up, id = its index counted from
+ * the given video's end (-1: the last given frame): distinct and never emitted. */
+static void fill_from_frames(fifo_sched *q, const fl_fifo_given *given)
+{
+    const float *g = given->frames + (given->count - q->Q) * q->fs;
+    for (int p = 0; p < q->Q; p++) {
+        int s = slot(q, p), i = p < q->c ? -1 : p - q->c;
+        float *x = q->buf + (int64_t)s * q->fs;
+        const float *x0 = g + (int64_t)p * q->fs;
+        fl_level lv = fl_sched_level(&q->setup, q->levels, i);
+        fl_rng_normal(&q->setup.rng,
+                      fl_sched_addr(FL_RNG_STREAM_FORWARD_NOISE, p, FL_SCHED_PHASE_DIAGONAL, 0), 0,
+                      (size_t)q->fs, q->noise);
+        for (int64_t e = 0; e < q->fs; e++)
+            x[e] = (float)(lv.alpha * x0[e] + lv.sigma * q->noise[e]);
+        q->id[s] = (int64_t)p - q->Q;
+        q->idx[s] = i;
+        q->cond[s] = fl_sched_cond(&q->setup, q->id[s]);
+    }
+    q->next_id = 0;
+}
+
 /* Staircase start: every frame pure noise at the top step; frames entering later are the
  * output frames 0, 1, ..., so the first output is emitted after S iterations. */
 static void fill_staircase(fifo_sched *q)
@@ -318,7 +343,8 @@ static const fl_scheduler_vt fifo_vt = { "fifo", fifo_plan, fifo_apply, fifo_fre
 
 const char *fl_fifo_init_name(fl_fifo_init i)
 {
-    return i == FL_FIFO_INIT_CLIP ? "clip" : i == FL_FIFO_INIT_STAIRCASE ? "staircase" : "?";
+    return i == FL_FIFO_INIT_CLIP ? "clip" : i == FL_FIFO_INIT_STAIRCASE ? "staircase"
+           : i == FL_FIFO_INIT_FRAMES ? "frames" : "?";
 }
 
 /* A planner's layout must cover the diagonal exactly: windows of f frames inside the
@@ -350,8 +376,8 @@ static fl_status check_layout(const fifo_sched *q, const fl_plan_window *w, int 
     return st;
 }
 
-fl_status fl_fifo_new(const fl_sched_setup *s, const fl_planner_vt *planner, int partitions,
-                      fl_fifo_init init, fl_scheduler **out, fl_error *err)
+static fl_status fifo_create(const fl_sched_setup *s, const fl_planner_vt *planner, int partitions,
+                             fl_fifo_init init, const fl_fifo_given *given, fl_scheduler **out, fl_error *err)
 {
     fl_status st = fl_sched_setup_check(s, "fifo", err);
     if (st)
@@ -365,8 +391,10 @@ fl_status fl_fifo_new(const fl_sched_setup *s, const fl_planner_vt *planner, int
         return fl_error_set(err, FL_E_INVALID,
                             "fifo: steps must be window x partitions = %d x %d = %d (one step per queue position), got %d",
                             s->window, partitions, s->window * partitions, s->steps);
-    if (init != FL_FIFO_INIT_CLIP && init != FL_FIFO_INIT_STAIRCASE)
-        return fl_error_set(err, FL_E_INVALID, "fifo: init: expected clip or staircase");
+    if (init != FL_FIFO_INIT_CLIP && init != FL_FIFO_INIT_STAIRCASE && init != FL_FIFO_INIT_FRAMES)
+        return fl_error_set(err, FL_E_INVALID, "fifo: init: expected clip, staircase or frames");
+    if (init == FL_FIFO_INIT_FRAMES && (!given || !given->frames || given->count < 1))
+        return fl_error_set(err, FL_E_INVALID, "fifo: init frames: no given frames (fl_fifo_new_given)");
     fifo_sched *q = calloc(1, sizeof *q);
     if (!q)
         return fl_error_set(err, FL_E_NOMEM, "fifo: scheduler");
@@ -388,6 +416,13 @@ fl_status fl_fifo_new(const fl_sched_setup *s, const fl_planner_vt *planner, int
     q->Q = q->c + q->S;
     if ((st = check_layout(q, layout, count, err)))
         goto fail;
+    if (init == FL_FIFO_INIT_FRAMES && given->count < q->Q) {
+        st = fl_error_set(err, FL_E_INVALID,
+                          "fifo: init frames: %s gives %lld frames, the queue needs %d (%d context + %d steps)",
+                          given->what ? given->what : "the given video", (long long)given->count,
+                          q->Q, q->c, q->S);
+        goto fail;
+    }
     q->levels = malloc((size_t)q->S * sizeof *q->levels);
     q->buf = malloc((size_t)q->Q * (size_t)q->fs * sizeof(float));
     q->noise = malloc((size_t)q->fs * sizeof(float));
@@ -425,6 +460,8 @@ fl_status fl_fifo_new(const fl_sched_setup *s, const fl_planner_vt *planner, int
             goto fail;
         fl_clip_start(&q->clip, 0, 0, 0);
         q->in_clip = 1;
+    } else if (init == FL_FIFO_INIT_FRAMES) {
+        fill_from_frames(q, given);
     } else {
         fill_staircase(q);
     }
@@ -434,6 +471,18 @@ fl_status fl_fifo_new(const fl_sched_setup *s, const fl_planner_vt *planner, int
 fail:
     fifo_free(&q->base);
     return st;
+}
+
+fl_status fl_fifo_new(const fl_sched_setup *s, const fl_planner_vt *planner, int partitions,
+                      fl_fifo_init init, fl_scheduler **out, fl_error *err)
+{
+    return fifo_create(s, planner, partitions, init, NULL, out, err);
+}
+
+fl_status fl_fifo_new_given(const fl_sched_setup *s, const fl_planner_vt *planner, int partitions,
+                            const fl_fifo_given *given, fl_scheduler **out, fl_error *err)
+{
+    return fifo_create(s, planner, partitions, FL_FIFO_INIT_FRAMES, given, out, err);
 }
 
 fl_status fl_fifo_queue(const fl_scheduler *sch, float *frames, int32_t *step, fl_error *err)
