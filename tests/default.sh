@@ -7,25 +7,9 @@
 # Pixel statistics are tests/pixels.py (Debian's python3-h5py and numpy).
 # Usage: tests/default.sh [PATH/TO/fifolab]   (default: $FL_CLI_BIN, else ./fifolab)
 set -u
-bin=${1:-${FL_CLI_BIN:-./fifolab}}
-case "$bin" in /*) ;; *) bin="$PWD/$bin" ;; esac
-here=$(cd "$(dirname "$0")" && pwd)
+. "$(dirname "$0")/lib.sh"
 repo=$(dirname "$here")
-py=/usr/bin/python3
 px="$py $here/pixels.py"
-h5="$py $here/h5check.py"
-pass=0; fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
-check() { # name, expected exit code, command... ($out: stdout+stderr)
-    name=$1; want=$2; shift 2
-    out=$("$@" 2>&1); rc=$?
-    if [ "$rc" -eq "$want" ]; then ok; else bad "$name: exit $rc, expected $want"; echo "$out" | tail -5; fi
-}
-contains() { case "$out" in *"$2"*) ok ;; *) bad "$1: output lacks '$2'"; echo "$out" | tail -3 ;; esac; }
-t=$(mktemp -d)
-trap 'rm -rf "$t"' EXIT
-cd "$t" || exit 1
 
 # A small dataset: 16 videos (4 shapes x red, green, blue, yellow) of 64 frames, 8-frame
 # clips, so FIFO has f = 8 and, with 2 partitions and lookahead, a queue of 4 + 16 = 20.
@@ -139,5 +123,4 @@ a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
 sys.exit(any(not np.array_equal(a[k][()], b[k][()]) for k in a.keys()) or set(a) != set(b))' \
     ref.h5 runs/data/clips.h5 && ok || bad "default: the dataset made differs from fifolab data make's"
 
-echo "default: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish default

@@ -7,23 +7,8 @@
 # place, deterministic), runs it refuses (being written, killed), summarize, usage errors.
 # Usage: tests/eval.sh [PATH/TO/fifolab]   (default: $FL_CLI_BIN, else ./fifolab)
 set -u
-bin=${1:-${FL_CLI_BIN:-./fifolab}}
-case "$bin" in /*) ;; *) bin="$PWD/$bin" ;; esac
-here=$(cd "$(dirname "$0")" && pwd)
-py=/usr/bin/python3
+. "$(dirname "$0")/lib.sh"
 ec="$py $here/evalcheck.py"
-pass=0; fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
-check() { # name, expected exit code, command... ($out: stdout+stderr)
-    name=$1; want=$2; shift 2
-    out=$("$@" 2>&1); rc=$?
-    if [ "$rc" -eq "$want" ]; then ok; else bad "$name: exit $rc, expected $want"; echo "$out" | tail -5; fi
-}
-contains() { case "$out" in *"$2"*) ok ;; *) bad "$1: output lacks '$2'"; echo "$out" | tail -3 ;; esac; }
-t=$(mktemp -d)
-trap 'rm -rf "$t"' EXIT
-cd "$t" || exit 1
 
 # The testbed at rho = 0.95 (correlation length ~20 frames), 2 channels of 8 x 8, window 16.
 # exact: FIFO with lookahead, n = 4 (S = 64), the exact denoiser; the oracle metrics are
@@ -144,5 +129,4 @@ echo "not hdf5" >junk.h5
 check junk 1 "$bin" eval junk.h5; contains junk-named "junk.h5"
 check one-bad-of-two 1 "$bin" eval nope ex --metrics stats; contains one-bad-evaluates-other "ex/run.h5  (complete"
 
-echo "eval: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish eval

@@ -7,17 +7,8 @@
 # outputs.
 # Usage: tests/notebooks.sh [PATH/TO/fifolab]   (default: $FL_CLI_BIN, else ./fifolab)
 set -u
-bin=${1:-${FL_CLI_BIN:-./fifolab}}
-case "$bin" in /*) ;; *) bin="$PWD/$bin" ;; esac
-here=$(cd "$(dirname "$0")" && pwd)
+. "$(dirname "$0")/lib.sh"
 nbdir=$(cd "$here/../notebooks" && pwd)
-py=/usr/bin/python3
-pass=0; fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
-t=$(mktemp -d)
-trap 'rm -rf "$t"' EXIT
-cd "$t" || exit 1
 # Jupyter, IPython and matplotlib keep their state here, not in $HOME
 unset MPLBACKEND  # the kernel's inline backend embeds the figures
 export JUPYTER_RUNTIME_DIR="$t/jupyter-runtime" JUPYTER_DATA_DIR="$t/jupyter-data" IPYTHONDIR="$t/ipython" \
@@ -81,5 +72,4 @@ PY
     esac
 done
 
-echo "notebooks: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish notebooks

@@ -5,23 +5,7 @@
 # moments, SIGTERM, reading while written, a full disk, sweeps (--index, MPI).
 # Usage: tests/runs.sh [PATH/TO/fifolab]   (default: $FL_CLI_BIN, else ./fifolab)
 set -u
-bin=${1:-${FL_CLI_BIN:-./fifolab}}
-case "$bin" in /*) ;; *) bin="$PWD/$bin" ;; esac
-here=$(cd "$(dirname "$0")" && pwd)
-py=/usr/bin/python3
-h5="$py $here/h5check.py"
-pass=0; fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
-check() { # name, expected exit code, command... ($out: stdout+stderr)
-    name=$1; want=$2; shift 2
-    out=$("$@" 2>&1); rc=$?
-    if [ "$rc" -eq "$want" ]; then ok; else bad "$name: exit $rc, expected $want"; echo "$out" | tail -5; fi
-}
-contains() { case "$out" in *"$2"*) ok ;; *) bad "$1: output lacks '$2'"; echo "$out" | tail -3 ;; esac; }
-t=$(mktemp -d)
-trap 'rm -rf "$t"' EXIT
-cd "$t" || exit 1
+. "$(dirname "$0")/lib.sh"
 
 # A small experiment (a queue of 20 frames of 2x8x8) and a slower one for the kill tests.
 cat >small.lua <<'LUA'
@@ -192,5 +176,4 @@ else
     echo "(mpirun not found: MPI sweep not tested)"
 fi
 
-echo "runs: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish runs

@@ -5,17 +5,7 @@
 # a bad output path, bad usage.
 # Usage: tests/video.sh [PATH/TO/fifolab]   (default: $FL_CLI_BIN, else ./fifolab)
 set -u
-bin=${1:-${FL_CLI_BIN:-./fifolab}}
-case "$bin" in /*) ;; *) bin="$PWD/$bin" ;; esac
-pass=0; fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL $*"; }
-check() { # name, expected exit code, command... ($out: stdout+stderr)
-    name=$1; want=$2; shift 2
-    out=$("$@" 2>&1); rc=$?
-    if [ "$rc" -eq "$want" ]; then ok; else bad "$name: exit $rc, expected $want"; echo "$out" | tail -5; fi
-}
-contains() { case "$out" in *"$2"*) ok ;; *) bad "$1: output lacks '$2'"; echo "$out" | tail -3 ;; esac; }
+. "$(dirname "$0")/lib.sh"
 # width,height,fps,frames of a video's first stream (frames counted by decoding them all)
 probe() { ffprobe -v error -select_streams v:0 -count_frames \
           -show_entries stream=width,height,r_frame_rate,nb_read_frames -of csv=p=0 "$1" 2>&1; }
@@ -23,9 +13,6 @@ expect_probe() { # name, file, expected "w,h,fps/1,frames"
     got=$(probe "$2")
     [ "$got" = "$3" ] && ok || bad "$1: ffprobe says '$got', expected '$3'"
 }
-t=$(mktemp -d)
-trap 'rm -rf "$t"' EXIT
-cd "$t" || exit 1
 
 # 40 frames of 3 x 8 x 8 latents; 24 frames of 2 x 7 x 9 (odd sides); a slow one.
 cat >small.lua <<'LUA'
@@ -138,5 +125,4 @@ check two-runs 2 "$bin" export a o --mp4 x.mp4
 check no-value 2 "$bin" export a --mp4
 check listed 0 "$bin" --help;                          contains listed-export "export"
 
-echo "video: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish video
