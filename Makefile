@@ -131,7 +131,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB)
 	$(Q)$(CC) $(CFLAGS_ALL) $^ -o $@ $(LDLIBS_ALL)
 
 # Every suite runs even when an earlier one fails; the last line totals them all.
-RUN_SUITES = FL_CLI_BIN=$(BUILD)/fifolab sh scripts/run-tests.sh $(TEST_BIN) tests/cli.sh tests/runs.sh tests/default.sh tests/video.sh tests/eval.sh tests/notebooks.sh
+RUN_SUITES = FL_CLI_BIN=$(BUILD)/fifolab sh scripts/run-tests.sh $(TEST_BIN) tests/cli.sh tests/runs.sh tests/default.sh tests/video.sh tests/import.sh tests/eval.sh tests/notebooks.sh
 
 test: all
 	@$(RUN_SUITES)

@@ -10,6 +10,7 @@
 #include "core/h5io.h"
 #include "core/run.h"
 #include "data/procgen.h"
+#include "data/video_read.h"
 #include "models/empirical.h"
 #include "models/gauss.h"
 #include "schedulers/noise.h"
@@ -261,7 +262,8 @@ static fl_status build_sampler(fl_cfg *root, fl_sampler *s, fl_error *err)
 }
 
 /* The given video of fifo's init = "frames" (docs/schedulers.md "Extending a given video"):
- * frames 0 .. last of a run file's /frames/latent or of one video of a clip dataset, mapped
+ * frames 0 .. last of a run file's /frames/latent, of one video of a clip dataset or of a
+ * video file, mapped
  * to the model's latent layout, into *out (malloc'd, [*count, C, H, W]); `what` describes
  * them for the scheduler's messages. Read here, at build time only: the scheduler copies
  * what its queue needs and keeps nothing, so a resumed run restores its queue from the state. */
@@ -368,7 +370,57 @@ static fl_status read_clip_frames(fl_cfg *src, const char *path, long video, lon
     return st;
 }
 
-static fl_status read_source(fl_cfg *sched, const fl_denoiser *m, given_video *g, fl_error *err)
+/* A video file (data/video_read.h), decoded by ffmpeg at the model's size and mapped like a
+ * clip dataset's frames. Only the last `keep` frames (at least the queue) are held, so a
+ * long video costs constant memory: the scheduler takes its last Q frames anyway. */
+static fl_status read_file_frames(fl_cfg *src, const char *path, long last, int64_t keep, const fl_denoiser *m,
+                                  given_video *g, fl_error *err)
+{
+    if (m->channels != 3)
+        return fl_cfg_error(src, "video", err, FL_E_INVALID,
+                            "%s: the model's latents are %dx%dx%d; a video's RGB frames need a pixel-space "
+                            "model (3 channels)", path, m->channels, m->height, m->width);
+    fl_video_reader *r = NULL;
+    fl_video_read_opts ro = { NULL, last < 0 ? 0 : (int64_t)last + 1 };
+    fl_status st = fl_video_reader_open(path, m->height, m->width, &ro, &r, err);
+    if (st)
+        return rethrow(src, err, st, "video");
+    int64_t hw = (int64_t)m->height * m->width, fs = 3 * hw, total = 0;
+    uint8_t *ring = malloc((size_t)(keep * fs));
+    if (!ring) {
+        fl_video_reader_close(r);
+        return fl_error_set(err, FL_E_NOMEM, "scheduler.source: %lld frames of %s", (long long)keep, path);
+    }
+    int got;
+    while ((got = fl_video_reader_frame(r, ring + (total % keep) * fs, err)) == 1)
+        total++;
+    fl_video_reader_close(r);
+    if (got < 0)
+        st = rethrow(src, err, (fl_status)got, "video");
+    else if (last >= total)
+        st = fl_cfg_error(src, "last", err, FL_E_RANGE, "frame %ld, but %s has %lld frames", last, path,
+                          (long long)total);
+    if (!st) {
+        g->count = total < keep ? total : keep;
+        if (!(g->frames = malloc((size_t)(g->count * fs) * sizeof(float)))) {
+            st = fl_error_set(err, FL_E_NOMEM, "scheduler.source: %lld frames", (long long)g->count);
+        } else {
+            /* oldest kept frame first */
+            for (int64_t k = 0; k < g->count; k++) {
+                const uint8_t *px = ring + ((total - g->count + k) % keep) * fs;
+                float *x = g->frames + k * fs;
+                for (int64_t e = 0; e < hw; e++)
+                    for (int ch = 0; ch < 3; ch++)
+                        x[ch * hw + e] = (float)(px[e * 3 + ch] / 127.5 - 1.0);
+            }
+            snprintf(g->what, sizeof g->what, "scheduler.source: %s (frames 0..%lld)", path, (long long)total - 1);
+        }
+    }
+    free(ring);
+    return st;
+}
+
+static fl_status read_source(fl_cfg *sched, const fl_denoiser *m, int64_t keep, given_video *g, fl_error *err)
 {
     fl_cfg *src;
     const char *path;
@@ -377,14 +429,19 @@ static fl_status read_source(fl_cfg *sched, const fl_denoiser *m, given_video *g
     if ((st = fl_cfg_table(sched, "source", &src, err)))
         return st;
     int has_run = fl_cfg_get(src, "run") != NULL, has_clips = fl_cfg_get(src, "clips") != NULL;
-    if (has_run == has_clips)
+    /* `video` is a file name on its own, a video's index with `clips` */
+    int has_file = !has_clips && fl_cfg_get(src, "video") && fl_cfg_type_of(fl_cfg_get(src, "video")) == FL_CFG_STR;
+    if (has_run + has_clips + has_file != 1)
         return fl_cfg_error(sched, "source", err, FL_E_INVALID,
-                            "init = \"frames\" needs the video to continue: { run = \"RUN/run.h5\" } or "
-                            "{ clips = \"DATASET.h5\", video = N } (optionally last = K)");
-    if ((st = fl_cfg_str(src, has_run ? "run" : "clips", NULL, &path, err)) ||
+                            "init = \"frames\" needs the video to continue: { run = \"RUN/run.h5\" }, "
+                            "{ clips = \"DATASET.h5\", video = N } or { video = \"FILE.mp4\" } (optionally "
+                            "last = K)");
+    if ((st = fl_cfg_str(src, has_run ? "run" : has_clips ? "clips" : "video", NULL, &path, err)) ||
         (has_clips && (st = fl_cfg_int(src, "video", 0, 0, INT32_MAX, &video, err))) ||
         (st = fl_cfg_int(src, "last", -1, -1, INT32_MAX, &last, err)))
         return st;
+    if (has_file)
+        return read_file_frames(src, path, last, keep, m, g, err);
     return has_run ? read_run_frames(src, path, last, m, g, err)
                    : read_clip_frames(src, path, video, last, m, g, err);
 }
@@ -478,7 +535,9 @@ fl_status fl_experiment_build(fl_cfg *cfg, fl_experiment *ex, fl_error *err)
             goto fail;
         planner = fl_planner_find(pname);
         steps = (long)s.window * partitions;
-        if (init == FL_FIFO_INIT_FRAMES && (st = read_source(st_t, ex->model, &given, err)))
+        /* the queue is context (at most 4 windows: fifo.c) + steps positions */
+        if (init == FL_FIFO_INIT_FRAMES &&
+            (st = read_source(st_t, ex->model, steps + 4 * (int64_t)s.window, &given, err)))
             goto fail;
         if (init != FL_FIFO_INIT_FRAMES && fl_cfg_get(st_t, "source")) {
             st = fl_cfg_error(st_t, "source", err, FL_E_INVALID, "only with init = \"frames\" (init is \"%s\")",

@@ -2,7 +2,6 @@
 #include "data/video.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -10,168 +9,36 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/run.h"
+#include "data/ffmpeg.h"
 
-#define PATH_LEN 4096
+#define PATH_LEN FL_FFMPEG_PATH_MAX
 #define MAX_ARGS 40
-#define TAIL_BYTES 4096
-#define TAIL_LINES 3
-#define TAIL_CHARS 300
+#define TAIL_CHARS FL_FFMPEG_TAIL_CHARS
 
-typedef struct proc {
-    const char *what;  /* "MP4", "GIF", "PNG frames" */
-    char *path;        /* the output as the user named it (for messages) */
-    pid_t pid;         /* 0: not running */
-    int in;            /* write end of its stdin; -1 once closed */
-    int errfd;         /* its stderr and stdout: an unlinked temporary file */
-} proc;
+/* One output: its ffmpeg (data/ffmpeg.h) writing what we pipe to it. */
+typedef fl_ffmpeg_proc proc;
 
 struct fl_video {
     char prog[PATH_LEN];
     int height, width, fps, scale;
     int nproc;
     proc p[3];
+    char *path[3];     /* the outputs as the user named them (p[i].path points here) */
     int64_t frames;
     uint8_t *rgb;      /* fl_video_frame_f32's buffer */
     fl_error failed;   /* sticky: the first error of a write */
 };
 
-/* ---- finding ffmpeg ------------------------------------------------------------------ */
-
-static int executable(const char *path)
-{
-    struct stat sb;
-    return !stat(path, &sb) && S_ISREG(sb.st_mode) && !access(path, X_OK);
-}
-
-/* Looks `name` up like execvp would, but here in the parent: the child of a threaded
- * program may only call async-signal-safe functions, and execv of a known path is one. */
-static int search_path(const char *name, char *buf, size_t size)
-{
-    if (strchr(name, '/')) {
-        if (snprintf(buf, size, "%s", name) >= (int)size)
-            return 0;
-        return executable(buf);
-    }
-    const char *path = getenv("PATH");
-    if (!path || !*path)
-        path = "/usr/local/bin:/usr/bin:/bin";
-    for (const char *d = path;; ) {
-        const char *e = strchr(d, ':');
-        size_t n = e ? (size_t)(e - d) : strlen(d);
-        int w = n ? snprintf(buf, size, "%.*s/%s", (int)n, d, name) : snprintf(buf, size, "./%s", name);
-        if (w > 0 && w < (int)size && executable(buf))
-            return 1;
-        if (!e)
-            return 0;
-        d = e + 1;
-    }
-}
-
 fl_status fl_video_find_ffmpeg(char *buf, size_t size, fl_error *err)
 {
-    const char *env = getenv("FIFOLAB_FFMPEG");
-    if (env && *env) {
-        if (search_path(env, buf, size))
-            return FL_OK;
-        return fl_error_set(err, FL_E_UNSUPPORTED,
-                            "ffmpeg not found: FIFOLAB_FFMPEG=%s is not an executable file%s", env,
-                            strchr(env, '/') ? "" : " in $PATH");
-    }
-    if (search_path("ffmpeg", buf, size))
-        return FL_OK;
-    return fl_error_set(err, FL_E_UNSUPPORTED,
-                        "ffmpeg not found: install Debian's ffmpeg package (apt-get install ffmpeg)");
-}
-
-/* ---- ffmpeg's error output --------------------------------------------------------------- */
-
-/* The last lines of what the process wrote to its error file, joined by " | ". */
-static void stderr_tail(const proc *p, char *buf, size_t size)
-{
-    buf[0] = 0;
-    if (p->errfd < 0)
-        return;
-    char raw[TAIL_BYTES + 1];
-    off_t end = lseek(p->errfd, 0, SEEK_END);
-    off_t from = end > TAIL_BYTES ? end - TAIL_BYTES : 0;
-    ssize_t n = end > 0 ? pread(p->errfd, raw, (size_t)(end - from), from) : 0;
-    if (n <= 0)
-        return;
-    raw[n] = 0;
-    /* lines from the end, skipping empty ones */
-    const char *lines[TAIL_LINES];
-    int k = 0;
-    char *s = raw + n;
-    while (k < TAIL_LINES && s > raw) {
-        while (s > raw && (s[-1] == '\n' || s[-1] == '\r'))
-            *--s = 0;
-        char *b = s;
-        while (b > raw && b[-1] != '\n' && b[-1] != '\r')
-            b--;
-        if (b < s)
-            lines[k++] = b;
-        s = b;
-    }
-    size_t used = 0;
-    for (int i = k - 1; i >= 0 && used + 1 < size; i--) {
-        int w = snprintf(buf + used, size - used, "%s%s", used ? " | " : "", lines[i]);
-        if (w < 0)
-            break;
-        used += (size_t)w < size - used ? (size_t)w : size - used - 1;
-    }
-    /* keep the end, which says what failed */
-    size_t len = strlen(buf);
-    if (len > TAIL_CHARS) {
-        memmove(buf + 3, buf + len - (TAIL_CHARS - 3), TAIL_CHARS - 3 + 1);
-        memcpy(buf, "...", 3);
-    }
-}
-
-/* Waits for the process; 0 when it exited with status 0. `how` gets its fate in words. */
-static int reap(proc *p, char *how, size_t size)
-{
-    int status = 0;
-    pid_t r;
-    snprintf(how, size, "unknown exit status");
-    if (p->pid <= 0)
-        return 0;
-    while ((r = waitpid(p->pid, &status, 0)) < 0 && errno == EINTR)
-        ;
-    p->pid = 0;
-    if (r < 0) /* ECHILD: someone set SIGCHLD to SIG_IGN; the status is lost */
-        return 0;
-    if (WIFEXITED(status)) {
-        snprintf(how, size, "exit status %d", WEXITSTATUS(status));
-        return WEXITSTATUS(status);
-    }
-    if (WIFSIGNALED(status)) {
-        snprintf(how, size, "killed by signal %d", WTERMSIG(status));
-        return 128 + WTERMSIG(status);
-    }
-    return 1;
-}
-
-static fl_status failure(proc *p, const char *prog, const char *what_happened, fl_error *err)
-{
-    char how[64], tail[TAIL_CHARS + 8];
-    reap(p, how, sizeof how);
-    stderr_tail(p, tail, sizeof tail);
-    return fl_error_set(err, FL_E_IO, "%s (%s): ffmpeg (%s)%s, %s: %s", p->path, p->what, prog, what_happened,
-                        how, *tail ? tail : "no error output");
+    return fl_ffmpeg_find(buf, size, err);
 }
 
 /* ---- starting ------------------------------------------------------------------------ */
-
-static int cloexec(int fd)
-{
-    int f = fcntl(fd, F_GETFD);
-    return f < 0 ? -1 : fcntl(fd, F_SETFD, f | FD_CLOEXEC);
-}
 
 /* The output's directory must exist and be writable, and the path must not be one. */
 static fl_status check_output(const char *path, const char *what, fl_error *err)
@@ -196,101 +63,6 @@ static fl_status check_output(const char *path, const char *what, fl_error *err)
     return FL_OK;
 }
 
-static int temp_file(void)
-{
-    const char *tmp = getenv("TMPDIR");
-    char name[PATH_LEN];
-    int fd = -1;
-    if (tmp && *tmp && snprintf(name, sizeof name, "%s/fifolab-ffmpeg-XXXXXX", tmp) < (int)sizeof name)
-        fd = mkstemp(name);
-    if (fd < 0) {
-        snprintf(name, sizeof name, "/tmp/fifolab-ffmpeg-XXXXXX");
-        fd = mkstemp(name);
-    }
-    if (fd >= 0) {
-        unlink(name); /* nothing to clean up, whatever happens to us */
-        cloexec(fd);
-    }
-    return fd;
-}
-
-/* Starts `prog argv...` with its stdin a pipe from us and its stdout/stderr a temporary
- * file. Every descriptor of ours is close-on-exec, so a later ffmpeg does not hold an
- * earlier one's pipe open (it would never see the end of its input). */
-static fl_status spawn(proc *p, const char *prog, char *const argv[], fl_error *err)
-{
-    int in[2] = { -1, -1 }, ep[2] = { -1, -1 };
-    p->errfd = temp_file();
-    if (p->errfd < 0)
-        return fl_error_set(err, FL_E_IO, "%s (%s): cannot create a temporary file for ffmpeg's messages: %s",
-                            p->path, p->what, strerror(errno));
-    if (pipe(in) || pipe(ep) || cloexec(in[0]) || cloexec(in[1]) || cloexec(ep[0]) || cloexec(ep[1])) {
-        int e = errno;
-        for (int i = 0; i < 2; i++) {
-            if (in[i] >= 0)
-                close(in[i]);
-            if (ep[i] >= 0)
-                close(ep[i]);
-        }
-        return fl_error_set(err, FL_E_IO, "%s (%s): pipe: %s", p->path, p->what, strerror(e));
-    }
-    pid_t pid = fork();
-    if (pid < 0) {
-        int e = errno;
-        close(in[0]);
-        close(in[1]);
-        close(ep[0]);
-        close(ep[1]);
-        return fl_error_set(err, FL_E_IO, "%s (%s): fork: %s", p->path, p->what, strerror(e));
-    }
-    if (pid == 0) {
-        /* Only async-signal-safe calls from here to exec. Own process group: a Ctrl-C
-         * meant for fifolab must not stop ffmpeg early; fifolab ends its input instead,
-         * and ffmpeg finishes the file. Signal state is reset to defaults (a SIG_IGN or
-         * blocked mask would survive exec). */
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_handler = SIG_DFL;
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGPIPE, &sa, NULL);
-        sigaction(SIGINT, &sa, NULL);
-        sigaction(SIGTERM, &sa, NULL);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        setpgid(0, 0);
-        if (dup2(in[0], 0) < 0 || dup2(p->errfd, 1) < 0 || dup2(p->errfd, 2) < 0) {
-            int e = errno;
-            ssize_t w = write(ep[1], &e, sizeof e);
-            (void)w;
-            _exit(127);
-        }
-        execv(prog, argv);
-        int e = errno;
-        ssize_t w = write(ep[1], &e, sizeof e);
-        (void)w;
-        _exit(127);
-    }
-    close(in[0]);
-    close(ep[1]);
-    p->pid = pid;
-    p->in = in[1];
-    /* exec succeeded when the error pipe closes empty (close-on-exec) */
-    int e = 0;
-    ssize_t n;
-    while ((n = read(ep[0], &e, sizeof e)) < 0 && errno == EINTR)
-        ;
-    close(ep[0]);
-    if (n == (ssize_t)sizeof e) {
-        char how[64];
-        close(p->in);
-        p->in = -1;
-        reap(p, how, sizeof how);
-        return fl_error_set(err, FL_E_IO, "%s (%s): cannot run %s: %s", p->path, p->what, prog, strerror(e));
-    }
-    return FL_OK;
-}
-
 /* ---- the writer ------------------------------------------------------------------------ */
 
 static char *dup_str(const char *s)
@@ -305,32 +77,18 @@ static char *dup_str(const char *s)
 static void free_procs(fl_video *v)
 {
     for (int i = 0; i < v->nproc; i++) {
-        if (v->p[i].in >= 0)
-            close(v->p[i].in);
-        if (v->p[i].errfd >= 0)
-            close(v->p[i].errfd);
-        free(v->p[i].path);
+        fl_ffmpeg_release(&v->p[i]);
+        free(v->path[i]);
     }
     free(v->rgb);
     free(v);
 }
 
+/* Stops the processes (SIGTERM) before freeing: fl_ffmpeg_release closes each input first. */
 void fl_video_discard(fl_video *v)
 {
     if (!v)
         return;
-    for (int i = 0; i < v->nproc; i++) {
-        proc *p = &v->p[i];
-        if (p->in >= 0) {
-            close(p->in);
-            p->in = -1;
-        }
-        if (p->pid > 0) {
-            char how[64];
-            kill(p->pid, SIGTERM);
-            reap(p, how, sizeof how);
-        }
-    }
     free_procs(v);
 }
 
@@ -473,15 +231,15 @@ fl_status fl_video_open(fl_video **out, const fl_video_opts *o, int height, int 
         if (st)
             break;
         proc *p = &v->p[v->nproc];
-        p->what = whats[k];
-        p->in = p->errfd = -1;
-        if (!(p->path = dup_str(paths[k]))) {
+        if (!(v->path[v->nproc] = dup_str(paths[k]))) {
             st = fl_error_set(err, FL_E_NOMEM, "video writer");
             break;
         }
+        fl_ffmpeg_init(p, whats[k], v->path[v->nproc]);
         v->nproc++;
         args a;
-        if ((st = build_args(&a, v, k, paths[k], err)) || (st = spawn(p, v->prog, a.argv, err)))
+        if ((st = build_args(&a, v, k, paths[k], err)) ||
+            (st = fl_ffmpeg_spawn(p, v->prog, a.argv, FL_FFMPEG_TO, err)))
             break;
     }
     if (st) {
@@ -535,15 +293,15 @@ fl_status fl_video_frame(fl_video *v, const uint8_t *rgb, fl_error *err)
     size_t n = (size_t)v->height * (size_t)v->width * 3;
     for (int i = 0; i < v->nproc; i++) {
         proc *p = &v->p[i];
-        int e = write_all(p->in, rgb, n);
+        int e = write_all(p->fd, rgb, n);
         if (!e)
             continue;
-        close(p->in);
-        p->in = -1;
+        close(p->fd);
+        p->fd = -1;
         char what[96];
         snprintf(what, sizeof what, " stopped reading frames at frame %lld (%s)", (long long)v->frames,
                  e == EPIPE ? "broken pipe" : strerror(e));
-        failure(p, v->prog, what, &v->failed);
+        fl_ffmpeg_failure(p, v->prog, what, &v->failed);
         if (err)
             *err = v->failed;
         return v->failed.code;
@@ -579,18 +337,18 @@ fl_status fl_video_close(fl_video *v, fl_error *err)
     }
     /* every input first, so the processes finish their files side by side */
     for (int i = 0; i < v->nproc; i++)
-        if (v->p[i].in >= 0) {
-            close(v->p[i].in);
-            v->p[i].in = -1;
+        if (v->p[i].fd >= 0) {
+            close(v->p[i].fd);
+            v->p[i].fd = -1;
         }
     for (int i = 0; i < v->nproc; i++) {
         proc *p = &v->p[i];
         if (p->pid <= 0)
             continue;
         char how[64], tail[TAIL_CHARS + 8];
-        int rc = reap(p, how, sizeof how);
+        int rc = fl_ffmpeg_reap(p, how, sizeof how);
         if (rc && !st) {
-            stderr_tail(p, tail, sizeof tail);
+            fl_ffmpeg_stderr_tail(p, tail, sizeof tail);
             st = fl_error_set(&e, FL_E_IO, "%s (%s): ffmpeg (%s) failed, %s: %s", p->path, p->what, v->prog, how,
                               *tail ? tail : "no error output");
         }
