@@ -46,16 +46,6 @@ static void usage(FILE *f)
             AUTO_SIDE);
 }
 
-/* RUN may be a run directory or its run.h5. */
-static void run_path(const char *arg, char *buf, size_t n)
-{
-    struct stat sb;
-    if (!stat(arg, &sb) && S_ISDIR(sb.st_mode))
-        snprintf(buf, n, "%s/run.h5", arg);
-    else
-        snprintf(buf, n, "%s", arg);
-}
-
 static int parse_int(const char *opt, const char *s, int lo, int hi, int *out)
 {
     char *end;
@@ -151,7 +141,7 @@ static int open_source(hid_t f, const char *path, source *s)
 static int export_run(const char *run, fl_video_opts *o, int space_override)
 {
     char path[PATH_LEN];
-    run_path(run, path, sizeof path);
+    fl_runfile_path(run, path, sizeof path);
     fl_error err;
     fl_error_clear(&err);
     int64_t fid;

@@ -17,16 +17,6 @@
 #include "core/h5io.h"
 #include "core/runfile.h"
 
-/* RUN may be a run directory or its run.h5. */
-static void run_path(const char *arg, char *buf, size_t n)
-{
-    struct stat sb;
-    if (!stat(arg, &sb) && S_ISDIR(sb.st_mode))
-        snprintf(buf, n, "%s/run.h5", arg);
-    else
-        snprintf(buf, n, "%s", arg);
-}
-
 typedef struct series_info {
     char name[128], per[16], unit[32];
     int64_t len;
@@ -147,7 +137,7 @@ static int64_t rows_of(hid_t f, const char *name)
 static int info_one(const char *arg, int show_config)
 {
     char path[4200];
-    run_path(arg, path, sizeof path);
+    fl_runfile_path(arg, path, sizeof path);
     fl_error err;
     int64_t fid;
     if (fl_runfile_open_read(path, &fid, &err)) {

@@ -835,6 +835,15 @@ fl_status fl_runfile_close(fl_runfile *rf, const char *status, const fl_runfile_
     return st;
 }
 
+void fl_runfile_path(const char *arg, char *buf, size_t n)
+{
+    struct stat sb;
+    if (!stat(arg, &sb) && S_ISDIR(sb.st_mode))
+        snprintf(buf, n, "%s/run.h5", arg);
+    else
+        snprintf(buf, n, "%s", arg);
+}
+
 fl_status fl_runfile_open_read(const char *path, int64_t *file_id, fl_error *err)
 {
     fl_h5_lock();

@@ -107,6 +107,10 @@ fl_status fl_runfile_close(fl_runfile *rf, const char *status, const fl_runfile_
 
 /* ---- reading ------------------------------------------------------------------------- */
 
+/* The run file named by a command-line argument: RUN_DIR/run.h5 for a directory, else the
+ * argument itself. */
+void fl_runfile_path(const char *arg, char *buf, size_t n);
+
 /* Opens a run file for reading (SWMR read, so a file being written or left by a killed
  * writer opens too). */
 fl_status fl_runfile_open_read(const char *path, int64_t *file_id, fl_error *err);
