@@ -524,6 +524,10 @@ static fl_status module_specs(const run_in *r, const eval_opts *o, fl_metric_spe
         if (!strcmp(pick[i], "oracle") && !r->have_ex)
             return fl_error_set(err, FL_E_INVALID, "metric oracle needs the run's model: %s", r->ex_error);
         fl_metric_opts_default(&opts[i]);
+        if (!r->have_ex && !o->window)
+            fprintf(stderr, "fifolab eval: warning: %s: the run's configuration cannot be rebuilt (%s); "
+                            "metric %s uses default options, which may differ from the run's\n",
+                    r->path, r->ex_error, pick[i]);
         if (r->have_ex)
             for (int j = 0; j < r->ex.nmetrics; j++)
                 if (!strcmp(r->ex.metrics[j].name, pick[i]))

@@ -340,8 +340,9 @@ int fl_cmd_run(int argc, char **argv)
     fl_script_free(&sc);
     free(a.sets);
     if (stop_signal) {
-        fprintf(stderr, "fifolab run: interrupted by signal %d; state saved, resume with the same command\n",
-                (int)stop_signal);
+        fprintf(stderr, "fifolab run: interrupted by signal %d; %s\n", (int)stop_signal,
+                total_failed ? "a point failed (see above); the others can be resumed with the same command"
+                             : "state saved, resume with the same command");
         return 128 + stop_signal;
     }
     return total_failed ? 1 : 0;

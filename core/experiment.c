@@ -470,30 +470,34 @@ fl_status fl_experiment_build(fl_cfg *cfg, fl_experiment *ex, fl_error *err)
     ex->frames = frames;
     ex->snapshot_every = (int)snapshots;
     if ((st = fl_timeline_read(cfg, &ex->timeline, err)))
-        return st;
+        goto fail;
     fl_cfg *vt;
     long fps, scale;
     if ((st = fl_cfg_table(cfg, "video", &vt, err)) || (st = fl_cfg_bool(vt, "mp4", 0, &ex->video.mp4, err)) ||
         (st = fl_cfg_bool(vt, "gif", 0, &ex->video.gif, err)) || (st = fl_cfg_bool(vt, "png", 0, &ex->video.png, err)) ||
         (st = fl_cfg_int(vt, "fps", 8, 1, 240, &fps, err)) || (st = fl_cfg_int(vt, "scale", 0, 0, 64, &scale, err)))
-        return st;
+        goto fail;
     ex->video.fps = (int)fps;
     ex->video.scale = (int)scale;
     fl_cfg *ml;
     if ((st = fl_cfg_list(cfg, "metrics", &ml, err)))
-        return st;
-    if (fl_cfg_len(ml) > FL_EXPERIMENT_METRICS_MAX)
-        return fl_cfg_error(cfg, "metrics", err, FL_E_RANGE, "at most %d metrics, got %zu",
-                            FL_EXPERIMENT_METRICS_MAX, fl_cfg_len(ml));
+        goto fail;
+    if (fl_cfg_len(ml) > FL_EXPERIMENT_METRICS_MAX) {
+        st = fl_cfg_error(cfg, "metrics", err, FL_E_RANGE, "at most %d metrics, got %zu",
+                          FL_EXPERIMENT_METRICS_MAX, fl_cfg_len(ml));
+        goto fail;
+    }
     for (size_t i = 0; i < fl_cfg_len(ml); i++) {
         const char *mn;
         fl_cfg *mo;
         if ((st = fl_cfg_item_module(ml, i, &mn, &mo, err)) ||
             (st = fl_metric_opts_read(mo, mn, &ex->metric_opts[i], err)))
-            return st;
+            goto fail;
         for (size_t j = 0; j < i; j++)
-            if (!strcmp(ex->metrics[j].name, mn))
-                return fl_cfg_error(ml, NULL, err, FL_E_INVALID, "metric %s named twice", mn);
+            if (!strcmp(ex->metrics[j].name, mn)) {
+                st = fl_cfg_error(ml, NULL, err, FL_E_INVALID, "metric %s named twice", mn);
+                goto fail;
+            }
         ex->metrics[i] = (fl_metric_spec){ mn, &ex->metric_opts[i] };
         ex->nmetrics = (int)i + 1;
     }
@@ -519,6 +523,11 @@ fl_status fl_experiment_build(fl_cfg *cfg, fl_experiment *ex, fl_error *err)
     if ((st = fl_cfg_module(cfg, "scheduler", "fifo", &sname, &st_t, err)) ||
         (st = check_name(cfg, "scheduler", sname, scheduler_names, err)))
         goto fail;
+    if (s.cond_whole_queue && strcmp(sname, "fifo")) {
+        st = fl_cfg_error(cfg, "timeline_switch", err, FL_E_INVALID,
+                          "\"queue\" switches the prompt of fifo's whole queue; scheduler %s has no queue", sname);
+        goto fail;
+    }
     int final;
     if ((st = fl_cfg_enum(st_t, "final", final_names, 0, &final, err)))
         goto fail;

@@ -41,6 +41,16 @@ static fl_status attr_write(hid_t obj, const char *name, hid_t type, const void 
 {
     fl_status st = FL_OK;
     fl_h5_lock();
+    if (H5Aexists(obj, name) > 0 && H5Tget_class(type) != H5T_STRING) {
+        /* overwrite in place: allowed in SWMR-write mode, where creating is not */
+        hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+        if (a < 0 || H5Awrite(a, type, v) < 0)
+            st = fl_error_set(err, FL_E_IO, "attribute %s: cannot write", name);
+        if (a >= 0)
+            H5Aclose(a);
+        fl_h5_unlock();
+        return st;
+    }
     if (H5Aexists(obj, name) > 0)
         H5Adelete(obj, name);
     hid_t sp = H5Screate(H5S_SCALAR);
@@ -70,6 +80,42 @@ fl_status fl_h5_attr_str(hid_t obj, const char *name, const char *value, fl_erro
     fl_status st = attr_write(obj, name, t, &value, err);
     H5Tclose(t);
     fl_h5_unlock();
+    return st;
+}
+
+fl_status fl_h5_attr_str_fixed(hid_t obj, const char *name, const char *value, size_t size,
+                               fl_error *err)
+{
+    char *buf = calloc(size + 1, 1);
+    if (!buf)
+        return fl_error_set(err, FL_E_NOMEM, "attribute %s", name);
+    snprintf(buf, size + 1, "%s", value);
+    fl_h5_lock();
+    fl_status st = FL_OK;
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, size);
+    H5Tset_strpad(t, H5T_STR_NULLPAD);
+    if (H5Aexists(obj, name) > 0) {
+        hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+        hid_t ft = a < 0 ? -1 : H5Aget_type(a);
+        if (ft < 0 || H5Tis_variable_str(ft) > 0 || H5Tget_size(ft) != size || H5Awrite(a, t, buf) < 0)
+            st = fl_error_set(err, FL_E_IO, "attribute %s: cannot overwrite", name);
+        if (ft >= 0)
+            H5Tclose(ft);
+        if (a >= 0)
+            H5Aclose(a);
+    } else {
+        hid_t sp = H5Screate(H5S_SCALAR);
+        hid_t a = H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+        if (a < 0 || H5Awrite(a, t, buf) < 0)
+            st = fl_error_set(err, FL_E_IO, "attribute %s: cannot write", name);
+        if (a >= 0)
+            H5Aclose(a);
+        H5Sclose(sp);
+    }
+    H5Tclose(t);
+    fl_h5_unlock();
+    free(buf);
     return st;
 }
 

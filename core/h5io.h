@@ -22,6 +22,11 @@ void fl_h5_unlock(void);
 fl_status fl_h5_attr_str(hid_t obj, const char *name, const char *value, fl_error *err);
 fl_status fl_h5_attr_i64(hid_t obj, const char *name, int64_t value, fl_error *err);
 fl_status fl_h5_attr_f64(hid_t obj, const char *name, double value, fl_error *err);
+/* A fixed-size string attribute (value clipped to size bytes, NUL-padded): an existing one
+ * of that size is overwritten in place, which SWMR-write mode allows. Numbers written to an
+ * existing attribute are overwritten in place too. */
+fl_status fl_h5_attr_str_fixed(hid_t obj, const char *name, const char *value, size_t size,
+                               fl_error *err);
 /* Readers: FL_E_FORMAT when absent or of another class. Strings are clipped to size. */
 fl_status fl_h5_get_attr_str(hid_t obj, const char *name, char *buf, size_t size, fl_error *err);
 fl_status fl_h5_get_attr_i64(hid_t obj, const char *name, int64_t *value, fl_error *err);

@@ -7,10 +7,12 @@
 #include "core/run.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -291,7 +293,7 @@ static fl_status replay(run_ctx *c, hid_t old, int64_t frames, int64_t iters, fl
     int64_t have = dl < 0 ? -1 : fl_h5_rows(dl);
     if (dl < 0 || dc < 0 || have < frames) {
         st = fl_error_set(err, FL_E_FORMAT,
-                          "the run file holds %lld frames but the saved state has emitted %lld: cannot resume (use --force to start over)",
+                          "the run file holds %lld frames but the saved state has emitted %lld: cannot resume (rerun with 'fifolab run SCRIPT --force' to start over)",
                           (long long)(have < 0 ? 0 : have), (long long)frames);
     }
     for (int64_t i = 0; !st && i < frames; i += REPLAY_CHUNK) {
@@ -520,7 +522,9 @@ static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, const char *script,
         goto out;
     video_open(&c, dir);
     if (old >= 0) {
-        if ((st = replay(&c, old, s->emitted, start.iterations, err)) || (st = fl_runfile_sync(c.rf, err)))
+        if ((st = replay(&c, old, s->emitted, start.iterations, err)) ||
+            (c.tracing && (st = fl_runfile_trace(c.rf, c.trace.num, c.trace.den, c.trace.count, err))) ||
+            (st = fl_runfile_sync(c.rf, err)))
             goto out;
         /* The rebuilt file now holds all the old one had that the state vouches for. */
         if ((st = fl_runfile_rename(c.rf, c.run_path, err)))
@@ -547,8 +551,6 @@ static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, const char *script,
     if (st == FL_E_INTERRUPTED) {
         fl_error e2;
         fl_status s2 = checkpoint(&c, s, &es, &e2);
-        if (c.tracing && !s2)
-            s2 = fl_runfile_trace(c.rf, c.trace.num, c.trace.den, c.trace.count, &e2);
         fl_status s3 = fl_runfile_close(c.rf, s2 ? "failed" : "interrupted", &tot, s2 ? NULL : &e2);
         s2 = s2 ? s2 : s3;
         c.rf = NULL;
@@ -701,9 +703,49 @@ static fl_status remove_run(const char *dir, fl_error *err)
     return FL_OK;
 }
 
+/* One process per run directory: an exclusive lock on RUN_DIR/.lock, held until the
+ * process ends or fl_run_unlock (a killed process releases it with its descriptor). */
+static fl_status run_lock(const char *dir, int *fd, fl_error *err)
+{
+    char p[PATH_MAX_LEN + 16];
+    snprintf(p, sizeof p, "%s/.lock", dir);
+    *fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (*fd < 0)
+        return fl_error_set(err, FL_E_IO, "%s: %s", p, strerror(errno));
+    if (flock(*fd, LOCK_EX | LOCK_NB)) {
+        close(*fd);
+        *fd = -1;
+        return fl_error_set(err, FL_E_IO, "%s: another fifolab process is running this run", dir);
+    }
+    return FL_OK;
+}
+
+static void run_unlock(int fd)
+{
+    if (fd >= 0)
+        close(fd); /* releases the lock */
+}
+
+static fl_status run_point_locked(const fl_run_opts *opts, fl_cfg *cfg, const char *script,
+                                  const char *script_path, const char *dir, fl_run_outcome *outcome,
+                                  fl_error *err);
+
 fl_status fl_run_point(const fl_run_opts *opts, fl_cfg *cfg, const char *script,
                        const char *script_path, const char *dir, fl_run_outcome *outcome,
                        fl_error *err)
+{
+    fl_status st;
+    int fd;
+    if ((st = fl_mkdirs(dir, err)) || (st = run_lock(dir, &fd, err)))
+        return st;
+    st = run_point_locked(opts, cfg, script, script_path, dir, outcome, err);
+    run_unlock(fd);
+    return st;
+}
+
+static fl_status run_point_locked(const fl_run_opts *opts, fl_cfg *cfg, const char *script,
+                                  const char *script_path, const char *dir, fl_run_outcome *outcome,
+                                  fl_error *err)
 {
     fl_status st;
     /* Resolve first: the comparison with an existing run is between resolved texts. */
@@ -762,8 +804,27 @@ fl_status fl_run_point(const fl_run_opts *opts, fl_cfg *cfg, const char *script,
     return execute(opts, cfg, script, script_path, dir, -1, NULL, 0, 0, outcome, err);
 }
 
+static fl_status resume_locked(const fl_run_opts *opts, const char *dir, fl_run_outcome *outcome,
+                               fl_error *err);
+
 fl_status fl_run_resume(const fl_run_opts *opts, const char *dir, fl_run_outcome *outcome,
                         fl_error *err)
+{
+    char path[PATH_MAX_LEN + 16];
+    snprintf(path, sizeof path, "%s/run.h5", dir);
+    if (access(path, F_OK))
+        return fl_error_set(err, FL_E_IO, "%s: no run here (%s)", dir, strerror(errno));
+    int fd;
+    fl_status st = run_lock(dir, &fd, err);
+    if (st)
+        return st;
+    st = resume_locked(opts, dir, outcome, err);
+    run_unlock(fd);
+    return st;
+}
+
+static fl_status resume_locked(const fl_run_opts *opts, const char *dir, fl_run_outcome *outcome,
+                               fl_error *err)
 {
     char path[PATH_MAX_LEN + 16];
     snprintf(path, sizeof path, "%s/run.h5", dir);

@@ -16,6 +16,7 @@
 #include "core/version.h"
 
 #define MAX_SERIES 256
+#define STATUS_BYTES 16    /* fixed size, so the status can be overwritten in SWMR mode */
 #define FRAME_BATCH 32     /* frames written per H5Dwrite */
 #define FLUSH_SECONDS 0.5  /* how stale an SWMR reader's view may get */
 
@@ -44,6 +45,7 @@ typedef struct series_buf {
 
 struct fl_runfile {
     char *path;
+    char *old_path; /* the name before fl_runfile_rename */
     hid_t file;
     hid_t latent, condition, trace_num, trace_den, trace_count, trace_err, queue, queue_iter,
         queue_step;
@@ -69,6 +71,7 @@ struct fl_runfile {
     int failed;
     fl_error werr;
     struct timespec last_flush;
+    int dirty; /* something written since the last flush */
 };
 
 static double now_s(void)
@@ -100,7 +103,13 @@ static fl_status attrs_root(fl_runfile *rf, const fl_runfile_info *in, fl_error 
         (st = fl_h5_attr_i64(f, "seed", (int64_t)in->seed, err)) ||
         (st = fl_h5_attr_str(f, "name", in->name ? in->name : "", err)) ||
         (st = fl_h5_attr_str(f, "run_id", in->run_id ? in->run_id : "", err)) ||
-        (st = fl_h5_attr_str(f, "status", "running", err)) ||
+        (st = fl_h5_attr_str_fixed(f, "status", "running", STATUS_BYTES, err)) ||
+        /* totals exist from the start (0 while running) so closing only overwrites them:
+         * attributes cannot be created in SWMR mode, and reopening the file after closing
+         * it would leave a window in which a kill makes it unreadable */
+        (st = fl_h5_attr_i64(f, "frames_emitted", 0, err)) || (st = fl_h5_attr_i64(f, "iterations", 0, err)) ||
+        (st = fl_h5_attr_i64(f, "window_calls", 0, err)) || (st = fl_h5_attr_i64(f, "frame_evals", 0, err)) ||
+        (st = fl_h5_attr_f64(f, "seconds", 0, err)) ||
         (st = fl_h5_attr_i64(f, "frames_total", in->frames, err)) ||
         (st = fl_h5_attr_i64(f, "resumed", in->resumed, err)))
         return st;
@@ -190,7 +199,12 @@ static fl_status fixed_1d(hid_t loc, const char *name, hid_t type, int64_t n, hi
 {
     hsize_t dims[1] = { (hsize_t)n };
     hid_t sp = H5Screate_simple(1, dims, NULL);
-    *out = H5Dcreate2(loc, name, type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t pl = H5Pcreate(H5P_DATASET_CREATE);
+    double nan = 0.0 / 0.0; /* "not measured yet", never a zero error */
+    if (H5Tequal(type, H5T_NATIVE_DOUBLE) > 0)
+        H5Pset_fill_value(pl, H5T_NATIVE_DOUBLE, &nan);
+    *out = H5Dcreate2(loc, name, type, sp, H5P_DEFAULT, pl, H5P_DEFAULT);
+    H5Pclose(pl);
     H5Sclose(sp);
     return *out < 0 ? fl_error_set(err, FL_E_IO, "%s: cannot create", name) : FL_OK;
 }
@@ -227,6 +241,7 @@ static void runfile_free(fl_runfile *rf)
     free(rf->batch);
     free(rf->batch_cond);
     free(rf->path);
+    free(rf->old_path);
     free(rf);
 }
 
@@ -321,8 +336,10 @@ tdone:
 done:
     fl_h5_unlock();
     if (st) {
+        int created = rf->file > 0; /* never remove a file this call did not create */
         runfile_free(rf);
-        unlink(path);
+        if (created)
+            unlink(path);
         return st;
     }
     *out = rf;
@@ -450,6 +467,7 @@ static fl_status flush_all(fl_runfile *rf, fl_error *err)
     int bad = H5Fflush(rf->file, H5F_SCOPE_GLOBAL) < 0;
     fl_h5_unlock();
     clock_gettime(CLOCK_MONOTONIC, &rf->last_flush);
+    rf->dirty = 0;
     return bad ? fl_error_set(err, FL_E_IO, "flush failed (disk full?)") : FL_OK;
 }
 
@@ -507,6 +525,8 @@ static fl_status handle(fl_runfile *rf, msg *m, fl_error *err)
         /* Everything before the state is on disk first, so a state never runs ahead of
          * the frames it claims were emitted. */
         fl_status st = flush_all(rf, err);
+        if (!st) /* on disk, not only handed to the OS, before a state vouches for it */
+            st = fl_fsync_path(rf->path, err);
         if (st)
             return st;
         size_t state_bytes = 0;
@@ -549,7 +569,7 @@ static void *writer_main(void *p)
             pthread_cond_timedwait(&rf->cv_work, &rf->mu, &t);
             if (!rf->head && !rf->failed) {
                 double since = now_s() - ((double)rf->last_flush.tv_sec + 1e-9 * (double)rf->last_flush.tv_nsec);
-                if (since > FLUSH_SECONDS && (rf->batch_len || rf->nseries)) {
+                if (since > FLUSH_SECONDS && rf->dirty) {
                     pthread_mutex_unlock(&rf->mu);
                     fl_error e;
                     fl_status st = flush_all(rf, &e);
@@ -574,6 +594,7 @@ static void *writer_main(void *p)
         pthread_mutex_unlock(&rf->mu);
         fl_error e;
         fl_status st = failed || superseded ? FL_OK : handle(rf, m, &e);
+        rf->dirty = 1;
         if (!failed && !st && m->kind != MSG_SYNC) {
             double since = now_s() - ((double)rf->last_flush.tv_sec + 1e-9 * (double)rf->last_flush.tv_nsec);
             if (since > FLUSH_SECONDS)
@@ -754,11 +775,20 @@ fl_status fl_runfile_rename(fl_runfile *rf, const char *path, fl_error *err)
     char *p = strdup(path);
     if (!p)
         return fl_error_set(err, FL_E_NOMEM, "%s", path);
+    fl_status fst = fl_runfile_sync(rf, err); /* the data reach the disk before the name does */
+    if (!fst)
+        fst = fl_fsync_path(rf->path, err);
+    if (fst) {
+        free(p);
+        return fst;
+    }
     pthread_mutex_lock(&rf->mu);
     int bad = rename(rf->path, path) != 0;
     int e = errno;
     if (!bad) {
-        free(rf->path);
+        /* the writer thread may still hold the old string: freed at close */
+        free(rf->old_path);
+        rf->old_path = rf->path;
         rf->path = p;
         p = NULL;
     }
@@ -790,10 +820,20 @@ fl_status fl_runfile_close(fl_runfile *rf, const char *status, const fl_runfile_
             status = "failed";
         }
     }
-    char *path = strdup(rf->path);
+    /* How the run ended, written while the file is still open (in place: SWMR allows it). */
+    fl_error e2;
+    fl_status s2 = fl_h5_attr_str_fixed(rf->file, "status", status, STATUS_BYTES, &e2);
+    if (!s2 && t && !(s2 = fl_h5_attr_i64(rf->file, "frames_emitted", t->emitted, &e2)) &&
+        !(s2 = fl_h5_attr_i64(rf->file, "iterations", t->iterations, &e2)) &&
+        !(s2 = fl_h5_attr_i64(rf->file, "window_calls", t->windows, &e2)) &&
+        !(s2 = fl_h5_attr_i64(rf->file, "frame_evals", t->frame_evals, &e2)))
+        s2 = fl_h5_attr_f64(rf->file, "seconds", t->seconds, &e2);
+    if (s2 && !st) {
+        if (err)
+            *err = e2;
+        st = fl_error_prefix(err, "%s", rf->path);
+    }
     fl_h5_lock();
-    /* Attributes cannot change in SWMR mode: close, then reopen plainly to record how the
-     * run ended. */
     hid_t ds[] = { rf->latent, rf->condition, rf->trace_num, rf->trace_den, rf->trace_count,
                    rf->trace_err, rf->queue, rf->queue_iter, rf->queue_step };
     for (size_t i = 0; i < sizeof ds / sizeof ds[0]; i++)
@@ -808,29 +848,8 @@ fl_status fl_runfile_close(fl_runfile *rf, const char *status, const fl_runfile_
     int bad = H5Fclose(rf->file) < 0;
     rf->file = -1;
     if (bad && !st)
-        st = fl_error_set(err, FL_E_IO, "%s: cannot close (disk full?)", path);
-    hid_t f = path ? H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT) : -1;
-    if (f < 0) {
-        if (!st)
-            st = fl_error_set(err, FL_E_IO, "%s: cannot reopen to record the status", path ? path : "run file");
-    } else {
-        fl_error e2;
-        fl_status s2 = fl_h5_attr_str(f, "status", status, &e2);
-        if (!s2 && t && !(s2 = fl_h5_attr_i64(f, "frames_emitted", t->emitted, &e2)) &&
-            !(s2 = fl_h5_attr_i64(f, "iterations", t->iterations, &e2)) &&
-            !(s2 = fl_h5_attr_i64(f, "window_calls", t->windows, &e2)) &&
-            !(s2 = fl_h5_attr_i64(f, "frame_evals", t->frame_evals, &e2)))
-            s2 = fl_h5_attr_f64(f, "seconds", t->seconds, &e2);
-        if (H5Fclose(f) < 0 && !s2)
-            s2 = fl_error_set(&e2, FL_E_IO, "cannot close");
-        if (s2 && !st) {
-            if (err)
-                *err = e2;
-            st = fl_error_prefix(err, "%s", path);
-        }
-    }
+        st = fl_error_set(err, FL_E_IO, "%s: cannot close (disk full?)", rf->path);
     fl_h5_unlock();
-    free(path);
     runfile_free(rf);
     return st;
 }

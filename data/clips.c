@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/h5io.h"
 
@@ -251,12 +252,12 @@ fl_status fl_clips_write(const fl_clips *c, const char *path, fl_error *err)
     fl_status st = fl_clips_check(c, err);
     if (st)
         return fl_error_prefix(err, "%s: refusing to write an inconsistent dataset", path);
-    size_t len = strlen(path);
-    char *tmp = malloc(len + 5);
+    /* a temporary name of this process's own: concurrent makers (array tasks) never share it */
+    size_t len = strlen(path) + 32;
+    char *tmp = malloc(len);
     if (!tmp)
         return fl_error_set(err, FL_E_NOMEM, "%s: out of memory", path);
-    memcpy(tmp, path, len);
-    memcpy(tmp + len, ".tmp", 5);
+    snprintf(tmp, len, "%s.%ld.tmp", path, (long)getpid());
     fl_h5_lock();
     st = write_locked(c, tmp, path, err);
     fl_h5_unlock();

@@ -109,6 +109,18 @@ check sigint-rerun 0 "$bin" run slow.lua --out s -q
 $h5 same ref/run.h5 s/run.h5 && ok || bad "sigint: frames after the rerun differ"
 [ "$($h5 attr s/run.h5 resumed)" = 1 ] && ok || bad "sigint: resumed count not 1"
 
+# ---- one process per run directory --------------------------------------------------------------
+rm -rf two
+"$bin" run slow.lua --out two -q >/dev/null 2>&1 &
+pid=$!
+sleep 0.3
+check second-process 1 "$bin" run slow.lua --out two -q
+contains second-process-says "another fifolab process is running this run"
+check second-resume 1 "$bin" resume two -q
+kill -TERM $pid; wait $pid
+check after-lock-released 0 "$bin" resume two -q
+$h5 same ref/run.h5 two/run.h5 && ok || bad "lock: frames after the resume differ"
+
 # ---- h5py reads the run while it is written --------------------------------------------------
 rm -rf w
 "$bin" run slow.lua --out w -q >/dev/null 2>&1 &
