@@ -497,19 +497,30 @@ int fl_cmd_summarize(int argc, char **argv)
         return 1;
     }
     qsort(found.r, (size_t)found.n, sizeof *found.r, cmp_rows);
-    /* keys that vary (seed apart: it is what the mean ± std is over) */
-    char **vary = calloc((size_t)found.r[0].nkv + 64, sizeof *vary);
+    /* keys that vary (seed apart: it is what the mean ± std is over), over the union of
+     * every run's keys: a key only some runs have varies too ("-" where absent) */
+    size_t nkeys = 0;
+    for (int i = 0; i < found.n; i++)
+        nkeys += (size_t)found.r[i].nkv;
+    char **vary = calloc(nkeys + 1, sizeof *vary);
     int nv = 0;
-    for (int k = 0; vary && k < found.r[0].nkv; k++) {
-        const char *key = found.r[0].kv[k].key;
-        if (!strcmp(key, "seed"))
-            continue;
-        for (int i = 1; i < found.n; i++)
-            if (strcmp(val_of(&found.r[i], key), found.r[0].kv[k].val)) {
-                vary[nv++] = found.r[0].kv[k].key;
-                break;
-            }
-    }
+    for (int i = 0; vary && i < found.n; i++)
+        for (int k = 0; k < found.r[i].nkv; k++) {
+            const char *key = found.r[i].kv[k].key;
+            int seen = !strcmp(key, "seed");
+            for (int v = 0; v < nv && !seen; v++)
+                seen = !strcmp(vary[v], key);
+            for (int j = 0; j < i && !seen; j++) /* met before in an earlier run: decided there */
+                seen = strcmp(val_of(&found.r[j], key), "-") != 0;
+            if (seen)
+                continue;
+            const char *v0 = val_of(&found.r[0], key);
+            for (int j = 1; j < found.n; j++)
+                if (strcmp(val_of(&found.r[j], key), v0)) {
+                    vary[nv++] = found.r[i].kv[k].key;
+                    break;
+                }
+        }
     column cols[64];
     int nc = 0;
     if (metrics) {
