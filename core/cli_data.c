@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "core/cli.h"
+#include "core/run.h"
 #include "data/clips.h"
 #include "data/procgen.h"
 #include "data/video_read.h"
@@ -76,30 +77,6 @@ static int parse_int(const char *cmd, const char *opt, const char *text, long lo
         return -1;
     }
     *out = v;
-    return 0;
-}
-
-/* mkdir -p of the directory part of path; 0 ok. */
-static int make_parent(const char *path)
-{
-    char buf[4096];
-    size_t len = strlen(path);
-    if (len >= sizeof buf)
-        return -1;
-    memcpy(buf, path, len + 1);
-    char *slash = strrchr(buf, '/');
-    if (!slash || slash == buf)
-        return 0;
-    *slash = '\0';
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-        return -1;
     return 0;
 }
 
@@ -175,8 +152,8 @@ static int cmd_make(int argc, char **argv)
         fprintf(stderr, "fifolab data make: %s\n", fl_error_msg(&err));
         return st == FL_E_INVALID ? 2 : 1;
     }
-    if (make_parent(out) != 0) {
-        fprintf(stderr, "fifolab data make: %s: cannot create its directory: %s\n", out, strerror(errno));
+    if (fl_mkdirs_parent(out, &err)) {
+        fprintf(stderr, "fifolab data make: %s: cannot create its directory: %s\n", out, fl_error_msg(&err));
         fl_clips_free(c);
         return 1;
     }
@@ -473,8 +450,8 @@ static int cmd_import(int argc, char **argv)
         fprintf(stderr, "fifolab data import: %s\n", fl_error_msg(&err));
         goto free_all;
     }
-    if (make_parent(out) != 0) {
-        fprintf(stderr, "fifolab data import: %s: cannot create its directory: %s\n", out, strerror(errno));
+    if (fl_mkdirs_parent(out, &err)) {
+        fprintf(stderr, "fifolab data import: %s: cannot create its directory: %s\n", out, fl_error_msg(&err));
         goto free_all;
     }
     if (fl_clips_write(c, out, &err)) {

@@ -7,13 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/config.h"
 #include "core/engine.h"
 #include "core/experiment.h"
+#include "core/run.h"
 #include "models/gauss.h"
 #include "schedulers/schedulers.h"
 
@@ -181,20 +181,6 @@ static void progress(void *ctx, const fl_scheduler *s, const fl_engine_stats *st
     fflush(stderr);
 }
 
-static int mkdirs(const char *path)
-{
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0777) && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    return mkdir(buf, 0777) && errno != EEXIST ? -1 : 0;
-}
-
 static fl_status write_schedule(const fl_experiment *ex, const char *dir, fl_error *err)
 {
     int Q, c;
@@ -291,10 +277,8 @@ int fl_cmd_generate(int argc, char **argv)
     fl_engine_trace trace;
     memset(&trace, 0, sizeof trace);
     char path[4200];
-    if (mkdirs(dir)) {
-        fl_error_set(&err, FL_E_IO, "%s: cannot create the directory: %s", dir, strerror(errno));
+    if (fl_mkdirs(dir, &err))
         goto done;
-    }
     snprintf(path, sizeof path, "%s/config.lua", dir);
     FILE *cf = fopen(path, "w");
     if (!cf) {

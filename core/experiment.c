@@ -111,15 +111,9 @@ static fl_status build_gauss(fl_cfg *t, fl_denoiser **out, fl_error *err)
  * writes without options) at path, creating its directory. For `make_if_absent`. */
 static fl_status make_default_dataset(fl_cfg *t, const char *path, fl_error *err)
 {
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    fl_status st = FL_OK;
-    if (slash && slash != dir) {
-        *slash = 0;
-        if ((st = fl_mkdirs(dir, err)))
-            return rethrow(t, err, st, "dataset");
-    }
+    fl_status st = fl_mkdirs_parent(path, err);
+    if (st)
+        return rethrow(t, err, st, "dataset");
     fl_procgen_opts o;
     fl_procgen_opts_default(&o);
     fl_clips *c = NULL;

@@ -51,6 +51,18 @@ fl_status fl_mkdirs(const char *path, fl_error *err)
     return FL_OK;
 }
 
+fl_status fl_mkdirs_parent(const char *path, fl_error *err)
+{
+    char dir[PATH_MAX_LEN];
+    if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir)
+        return fl_error_set(err, FL_E_INVALID, "%s: path too long", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        return FL_OK;
+    slash[slash == dir] = 0; /* "/x" -> "/" */
+    return fl_mkdirs(dir, err);
+}
+
 static double now_s(void)
 {
     struct timespec t;

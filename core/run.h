@@ -49,7 +49,9 @@ fl_status fl_run_resume(const fl_run_opts *opts, const char *dir, fl_run_outcome
  * NULL when unreadable). */
 const char *fl_run_status(const char *dir, char **resolved);
 
-/* mkdir -p */
+/* mkdir -p, then checks that path is a writable directory. */
 fl_status fl_mkdirs(const char *path, fl_error *err);
+/* fl_mkdirs of the directory holding file `path` (nothing for a bare file name). */
+fl_status fl_mkdirs_parent(const char *path, fl_error *err);
 
 #endif
