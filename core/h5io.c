@@ -179,13 +179,14 @@ fl_status fl_h5_get_attr_str(hid_t obj, const char *name, char *buf, size_t size
     return st;
 }
 
-fl_status fl_h5_get_attr_i64(hid_t obj, const char *name, int64_t *value, fl_error *err)
+static fl_status get_attr_num(hid_t obj, const char *name, H5T_class_t cls, hid_t mem_type,
+                              void *value, fl_error *err)
 {
     fl_h5_lock();
     hid_t a;
-    fl_status st = attr_open(obj, name, H5T_INTEGER, &a, err);
+    fl_status st = attr_open(obj, name, cls, &a, err);
     if (!st) {
-        if (H5Aread(a, H5T_NATIVE_INT64, value) < 0)
+        if (H5Aread(a, mem_type, value) < 0)
             st = fl_error_set(err, FL_E_FORMAT, "attribute %s: cannot read", name);
         H5Aclose(a);
     }
@@ -193,18 +194,14 @@ fl_status fl_h5_get_attr_i64(hid_t obj, const char *name, int64_t *value, fl_err
     return st;
 }
 
+fl_status fl_h5_get_attr_i64(hid_t obj, const char *name, int64_t *value, fl_error *err)
+{
+    return get_attr_num(obj, name, H5T_INTEGER, H5T_NATIVE_INT64, value, err);
+}
+
 fl_status fl_h5_get_attr_f64(hid_t obj, const char *name, double *value, fl_error *err)
 {
-    fl_h5_lock();
-    hid_t a;
-    fl_status st = attr_open(obj, name, H5T_FLOAT, &a, err);
-    if (!st) {
-        if (H5Aread(a, H5T_NATIVE_DOUBLE, value) < 0)
-            st = fl_error_set(err, FL_E_FORMAT, "attribute %s: cannot read", name);
-        H5Aclose(a);
-    }
-    fl_h5_unlock();
-    return st;
+    return get_attr_num(obj, name, H5T_FLOAT, H5T_NATIVE_DOUBLE, value, err);
 }
 
 fl_status fl_h5_write_text(hid_t loc, const char *name, const char *text, fl_error *err)
