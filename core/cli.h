@@ -15,6 +15,12 @@ int fl_cmd_eval(int argc, char **argv);      /* core/cli_eval.c */
 int fl_cmd_data(int argc, char **argv);      /* core/cli_data.c */
 int fl_cmd_export(int argc, char **argv);    /* core/cli_export.c */
 
+/* A whole-text decimal integer in [lo, hi] (hi = LLONG_MAX: no upper bound) or a finite
+ * number >= lo, for option `opt` of `fifolab cmd`. 0 with *out set, or -1 after printing
+ * "fifolab CMD: OPT: expected ..., got "TEXT"" to stderr (text may be NULL: missing). */
+int fl_cli_int(const char *cmd, const char *opt, const char *text, long long lo, long long hi, long long *out);
+int fl_cli_number(const char *cmd, const char *opt, const char *text, double lo, double *out);
+
 /* Set by main() from the build (core/cli_run.c defines them) for the run files. */
 extern const char *fl_cli_git_commit;
 extern int fl_cli_git_dirty;

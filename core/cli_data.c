@@ -65,21 +65,6 @@ static void usage(FILE *f)
             d.shapes, d.colors, FL_CLIPS_MAX_SIDE, d.window);
 }
 
-/* A whole-text decimal integer in [lo, hi]; 0 ok, -1 with a message naming the option. */
-static int parse_int(const char *cmd, const char *opt, const char *text, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || end == text || *end != '\0' || v < lo || v > hi) {
-        fprintf(stderr, "fifolab data %s: %s: expected an integer in [%ld, %ld], got '%s'\n", cmd, opt,
-                lo, hi, text);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 static int cmd_make(int argc, char **argv)
 {
     fl_procgen_opts o;
@@ -109,11 +94,11 @@ static int cmd_make(int argc, char **argv)
             return 2;
         }
         const char *v = argv[++i];
-        long n = 0;
+        long long n = 0;
         switch (k) {
         case 0: out = v; break;
         case 1:
-            if (parse_int("make", a, v, 0, LONG_MAX, &n))
+            if (fl_cli_int("data make", a, v, 0, LLONG_MAX, &n))
                 return 2;
             o.seed = (uint64_t)n;
             break;
@@ -130,7 +115,7 @@ static int cmd_make(int argc, char **argv)
         }
         default: {
             int *field[] = { NULL, NULL, NULL, &o.window, &o.videos, &o.frames, &o.segment, &o.shapes, &o.colors };
-            if (parse_int("make", a, v, 1, 100000, &n))
+            if (fl_cli_int("data make", a, v, 1, 100000, &n))
                 return 2;
             *field[k] = (int)n;
             break;
@@ -234,7 +219,7 @@ static int cmd_import(int argc, char **argv)
 {
     const char *out = NULL;
     int height = 0, width = 0;
-    long window = 16, every = 1, max_frames = 0;
+    long long window = 16, every = 1, max_frames = 0;
     const char **files = calloc((size_t)argc, sizeof *files), **caps_given = calloc((size_t)argc, sizeof *caps_given);
     int nfiles = 0, ncap_given = 0, rc = 2, only_files = 0;
     if (!files || !caps_given) {
@@ -285,7 +270,7 @@ static int cmd_import(int argc, char **argv)
             break;
         }
         case 2:
-            if (parse_int("import", a, v, 1, FL_CLIPS_MAX_WINDOW, &window))
+            if (fl_cli_int("data import", a, v, 1, FL_CLIPS_MAX_WINDOW, &window))
                 goto done;
             break;
         case 3:
@@ -297,11 +282,11 @@ static int cmd_import(int argc, char **argv)
             caps_given[ncap_given++] = v;
             break;
         case 4:
-            if (parse_int("import", a, v, 1, 100000, &every))
+            if (fl_cli_int("data import", a, v, 1, 100000, &every))
                 goto done;
             break;
         default:
-            if (parse_int("import", a, v, 1, INT32_MAX, &max_frames))
+            if (fl_cli_int("data import", a, v, 1, INT32_MAX, &max_frames))
                 goto done;
             break;
         }
@@ -404,7 +389,7 @@ static int cmd_import(int argc, char **argv)
             goto free_all;
         }
         if (vlen[f] < window)
-            fprintf(stderr, "fifolab data import: warning: %s: %lld frames, fewer than the window (%ld): no clip "
+            fprintf(stderr, "fifolab data import: warning: %s: %lld frames, fewer than the window (%lld): no clip "
                     "starts in it\n", files[f], (long long)vlen[f], window);
     }
     int64_t nclips = 0;
@@ -412,7 +397,7 @@ static int cmd_import(int argc, char **argv)
         if (vlen[f] >= window)
             nclips += vlen[f] - window + 1;
     if (!nclips) {
-        fprintf(stderr, "fifolab data import: no file has %ld frames (the window): no clips to write\n", window);
+        fprintf(stderr, "fifolab data import: no file has %lld frames (the window): no clips to write\n", window);
         goto free_all;
     }
     if (fl_clips_alloc((int)window, H, W, 1, nfiles, nclips, ncaps, &c, &err)) {
@@ -437,7 +422,7 @@ static int cmd_import(int argc, char **argv)
     }
     fl_clips_fill_offsets(c);
     char gen[1024];
-    int used = snprintf(gen, sizeof gen, "import size=%dx%d%s window=%ld every=%ld max-frames=%ld files=", H, W,
+    int used = snprintf(gen, sizeof gen, "import size=%dx%d%s window=%lld every=%lld max-frames=%lld files=", H, W,
                         height ? "" : " (the files')", window, every, max_frames);
     for (int f = 0; f < nfiles && used > 0 && used < (int)sizeof gen; f++)
         used += snprintf(gen + used, sizeof gen - (size_t)used, "%s%s", f ? "," : "", files[f]);

@@ -928,15 +928,12 @@ static void print_table(const run_in *r, const out_series *s, int n, const refer
 
 /* ---- the command ---------------------------------------------------------------------------------- */
 
+/* An int option of eval through the CLI's one parser. */
 static int parse_int(const char *opt, const char *v, int lo, int hi, int *out)
 {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || end == v || *end || x < lo || x > hi) {
-        fprintf(stderr, "fifolab eval: %s: expected an integer in [%d, %d], got \"%s\"\n", opt, lo, hi, v);
+    long long x;
+    if (fl_cli_int("eval", opt, v, lo, hi, &x))
         return -1;
-    }
     *out = (int)x;
     return 0;
 }

@@ -46,14 +46,12 @@ static void usage(FILE *f)
             AUTO_SIDE);
 }
 
+/* An int option of export through the CLI's one parser; 1 ok, 0 bad (message printed). */
 static int parse_int(const char *opt, const char *s, int lo, int hi, int *out)
 {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi) {
-        fprintf(stderr, "fifolab export: %s wants an integer in %d..%d, not \"%s\"\n", opt, lo, hi, s);
+    long long v;
+    if (fl_cli_int("export", opt, s, lo, hi, &v))
         return 0;
-    }
     *out = (int)v;
     return 1;
 }

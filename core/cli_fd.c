@@ -2,6 +2,7 @@
  * between two sets of feature vectors stored in HDF5 files (eval/fd.h, eval/mmd.h). */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,20 +222,6 @@ static int source_stats(source *s, fl_fd_stats **out)
     return rc;
 }
 
-static int parse_i64(const char *opt, const char *v, int64_t lo, int64_t *out)
-{
-    char *end;
-    errno = 0;
-    long long x = v ? strtoll(v, &end, 10) : 0;
-    if (!v || *v == '\0' || *end != '\0' || errno || x < lo) {
-        fprintf(stderr, "fifolab fd: %s: expected an integer >= %" PRId64 ", got '%s'\n", opt, lo,
-                v ? v : "");
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 static void describe(const char *label, const source *s)
 {
     if (s->is_stats)
@@ -344,8 +331,8 @@ int fl_cmd_fd(int argc, char **argv)
         else if (!strcmp(a, "--subsets") || !strcmp(a, "--subset-size") || !strcmp(a, "--seed") ||
                  !strcmp(a, "--ddof")) {
             const char *v = i + 1 < argc ? argv[++i] : NULL;
-            int64_t x;
-            if (parse_i64(a, v, 0, &x))
+            long long x;
+            if (fl_cli_int("fd", a, v, 0, LLONG_MAX, &x))
                 return 2;
             if (!strcmp(a, "--subsets"))
                 mo.subsets = x;
@@ -354,7 +341,7 @@ int fl_cmd_fd(int argc, char **argv)
             else if (!strcmp(a, "--seed"))
                 seed = x;
             else if (x > 1) {
-                fprintf(stderr, "fifolab fd: --ddof: expected 0 or 1, got %" PRId64 "\n", x);
+                fprintf(stderr, "fifolab fd: --ddof: expected 0 or 1, got %lld\n", x);
                 return 2;
             } else
                 ddof = x;

@@ -1,6 +1,7 @@
 /* `fifolab run`, `resume` and `plan`: scripts to sweeps to run directories, one point per
  * run (all, one by --index, or this MPI rank's share), with clean stops on SIGINT/SIGTERM. */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,21 +121,13 @@ static int parse(int argc, char **argv, run_args *a, int is_plan, const char *cm
         } else if (!strcmp(s, "--out") && more) {
             a->out = argv[++i];
         } else if (!is_plan && !strcmp(s, "--index") && more) {
-            char *end;
-            errno = 0;
-            long long v = strtoll(argv[++i], &end, 10);
-            if (errno || *end || end == argv[i] || v < 0) {
-                fprintf(stderr, "fifolab %s: --index: expected a non-negative integer, got \"%s\"\n", cmd, argv[i]);
+            long long v;
+            if (fl_cli_int(cmd, "--index", argv[++i], 0, LLONG_MAX, &v))
                 return 2;
-            }
             a->index = v;
         } else if (!is_plan && !strcmp(s, "--checkpoint-seconds") && more) {
-            char *end;
-            a->checkpoint_seconds = strtod(argv[++i], &end);
-            if (*end || end == argv[i] || !(a->checkpoint_seconds >= 0)) {
-                fprintf(stderr, "fifolab %s: --checkpoint-seconds: expected a number >= 0, got \"%s\"\n", cmd, argv[i]);
+            if (fl_cli_number(cmd, "--checkpoint-seconds", argv[++i], 0, &a->checkpoint_seconds))
                 return 2;
-            }
         } else if (!is_plan && !strcmp(s, "--force")) {
             a->force = 1;
         } else if (!is_plan && (!strcmp(s, "--quiet") || !strcmp(s, "-q"))) {
@@ -362,12 +355,8 @@ int fl_cmd_resume(int argc, char **argv)
         } else if (!strcmp(s, "--quiet") || !strcmp(s, "-q")) {
             a.quiet = 1;
         } else if (!strcmp(s, "--checkpoint-seconds") && i + 1 < argc) {
-            char *end;
-            a.checkpoint_seconds = strtod(argv[++i], &end);
-            if (*end || end == argv[i] || !(a.checkpoint_seconds >= 0)) {
-                fprintf(stderr, "fifolab resume: --checkpoint-seconds: expected a number >= 0, got \"%s\"\n", argv[i]);
+            if (fl_cli_number("resume", "--checkpoint-seconds", argv[++i], 0, &a.checkpoint_seconds))
                 return 2;
-            }
         } else if (s[0] == '-' && s[1]) {
             fprintf(stderr, "fifolab resume: unknown or incomplete option \"%s\"\n", s);
             return 2;
