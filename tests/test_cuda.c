@@ -420,8 +420,8 @@ static void check_host_convert(fl_backend *cpu, fl_dtype dt, fl_dtype st, const 
     OK(fl_empty(cpu, &want, dt, 1, &n, ERR));
     OK(fl_empty(cpu, &got, dt, 1, &n, ERR));
     OK(fl_copy(cpu, &want, src, ERR));
-    assert_int_equal(flcu_host_convert(dt, fl_tensor_data(&got), st, fl_tensor_data(src), (size_t)n),
-                     FLCU_OK);
+    assert_int_equal(fl_cu_host_convert(dt, fl_tensor_data(&got), st, fl_tensor_data(src), (size_t)n),
+                     FL_CU_OK);
     char what[64];
     snprintf(what, sizeof what, "host build of the copy kernel, %s -> %s", fl_dtype_name(st),
              fl_dtype_name(dt));
@@ -456,8 +456,8 @@ static void test_conversions_host_build(void **state)
     /* pairs the copy kernel must refuse */
     float f = 1;
     int32_t i32;
-    assert_int_equal(flcu_host_convert(FL_I32, &i32, FL_F32, &f, 1), FLCU_E_DEVICE);
-    assert_int_equal(flcu_host_convert(FL_C64, &i32, FL_F32, &f, 1), FLCU_E_DEVICE);
+    assert_int_equal(fl_cu_host_convert(FL_I32, &i32, FL_F32, &f, 1), FL_CU_E_DEVICE);
+    assert_int_equal(fl_cu_host_convert(FL_C64, &i32, FL_F32, &f, 1), FL_CU_E_DEVICE);
     fl_backend_free(cpu);
 }
 #else

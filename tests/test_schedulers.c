@@ -218,6 +218,12 @@ static void test_planner_layouts(void **state)
     }
     assert_ptr_equal(fl_planner_find("lookahead"), &fl_planner_lookahead);
     assert_null(fl_planner_find("lookahaed"));
+    /* the name list is the registry's: every name finds the planner that carries it */
+    const char *const *names = fl_planner_names();
+    int k = 0;
+    for (; names[k]; k++)
+        assert_string_equal(fl_planner_find(names[k])->name, names[k]);
+    assert_int_equal(k, 2);
 }
 
 /* A third planner defined here, outside schedulers/: c = 0, windows at stride f/2 writing

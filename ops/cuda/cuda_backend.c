@@ -12,26 +12,26 @@
 #include "cuda_internal.h"
 #include "cuda_priv.h"
 
-_Static_assert(FLCU_MAX_DIMS == FL_MAX_DIMS, "cuda_internal.h and core/tensor.h disagree on rank");
-_Static_assert(FLCU_UN_NEG == (int)FL_UN_NEG && FLCU_UN_ABS == (int)FL_UN_ABS &&
-                   FLCU_UN_SQUARE == (int)FL_UN_SQUARE && FLCU_UN_SQRT == (int)FL_UN_SQRT &&
-                   FLCU_UN_EXP == (int)FL_UN_EXP && FLCU_UN_LOG == (int)FL_UN_LOG &&
-                   FLCU_UN_AFFINE == (int)FL_UN_AFFINE && FLCU_UN_COUNT == (int)FL_UN_COUNT,
-               "FLCU_UN_* must equal fl_unop");
-_Static_assert(FLCU_BIN_ADD == (int)FL_BIN_ADD && FLCU_BIN_SUB == (int)FL_BIN_SUB &&
-                   FLCU_BIN_MUL == (int)FL_BIN_MUL && FLCU_BIN_DIV == (int)FL_BIN_DIV &&
-                   FLCU_BIN_MAX == (int)FL_BIN_MAX && FLCU_BIN_MIN == (int)FL_BIN_MIN &&
-                   FLCU_BIN_COUNT == (int)FL_BIN_COUNT,
-               "FLCU_BIN_* must equal fl_binop");
+_Static_assert(FL_CU_MAX_DIMS == FL_MAX_DIMS, "cuda_internal.h and core/tensor.h disagree on rank");
+_Static_assert(FL_CU_UN_NEG == (int)FL_UN_NEG && FL_CU_UN_ABS == (int)FL_UN_ABS &&
+                   FL_CU_UN_SQUARE == (int)FL_UN_SQUARE && FL_CU_UN_SQRT == (int)FL_UN_SQRT &&
+                   FL_CU_UN_EXP == (int)FL_UN_EXP && FL_CU_UN_LOG == (int)FL_UN_LOG &&
+                   FL_CU_UN_AFFINE == (int)FL_UN_AFFINE && FL_CU_UN_COUNT == (int)FL_UN_COUNT,
+               "FL_CU_UN_* must equal fl_unop");
+_Static_assert(FL_CU_BIN_ADD == (int)FL_BIN_ADD && FL_CU_BIN_SUB == (int)FL_BIN_SUB &&
+                   FL_CU_BIN_MUL == (int)FL_BIN_MUL && FL_CU_BIN_DIV == (int)FL_BIN_DIV &&
+                   FL_CU_BIN_MAX == (int)FL_BIN_MAX && FL_CU_BIN_MIN == (int)FL_BIN_MIN &&
+                   FL_CU_BIN_COUNT == (int)FL_BIN_COUNT,
+               "FL_CU_BIN_* must equal fl_binop");
 
 /* cuda_impl (be->impl) is in cuda_priv.h, shared with cuda_nn.c. */
 
 static cuda_impl *impl_of(fl_backend *be) { return (cuda_impl *)be->impl; }
 
-/* Records a failed flcu_* call as "cuda:<dev> <op>: <call>: <CUDA error text>". */
+/* Records a failed fl_cu_* call as "cuda:<dev> <op>: <call>: <CUDA error text>". */
 static fl_status cu_fail(fl_backend *be, int rc, const char *op, const char *msg, fl_error *err)
 {
-    return fl_error_set(err, rc == FLCU_E_NOMEM ? FL_E_NOMEM : FL_E_DEVICE, "cuda:%d %s: %s",
+    return fl_error_set(err, rc == FL_CU_E_NOMEM ? FL_E_NOMEM : FL_E_DEVICE, "cuda:%d %s: %s",
                         impl_of(be)->device, op, msg);
 }
 
@@ -39,8 +39,8 @@ static fl_status cu_fail(fl_backend *be, int rc, const char *op, const char *msg
  * can be used in turn from one thread. */
 static fl_status enter(fl_backend *be, const char *op, fl_error *err)
 {
-    char msg[FLCU_MSG_MAX];
-    int rc = flcu_set_device(impl_of(be)->device, msg);
+    char msg[FL_CU_MSG_MAX];
+    int rc = fl_cu_set_device(impl_of(be)->device, msg);
     return rc ? cu_fail(be, rc, op, msg, err) : FL_OK;
 }
 
@@ -51,7 +51,7 @@ static bool on_cuda(const fl_tensor *t) { return fl_tensor_device(t).kind == FL_
 /* The kernel layout of nops views of one shape: size-1 dims dropped, then neighbouring
  * dims merged wherever every operand steps through the pair as through one dim (so dense
  * and broadcast patterns collapse to one or two dims). False when the shape is empty. */
-static bool make_layout(flcu_layout *l, int ndim, const int64_t *shape, int nops,
+static bool make_layout(fl_cu_layout *l, int ndim, const int64_t *shape, int nops,
                         const int64_t *const *strides)
 {
     int64_t numel = 1;
@@ -91,7 +91,7 @@ static bool make_layout(flcu_layout *l, int ndim, const int64_t *shape, int nops
 
 /* Host-side strided copy of raw elements (same dtype): dst and src described by a
  * two-operand layout (operand 0 = dst). Used to stage non-contiguous host views. */
-static void host_strided_copy(char *dst, const char *src, const flcu_layout *l, size_t es)
+static void host_strided_copy(char *dst, const char *src, const fl_cu_layout *l, size_t es)
 {
     int64_t idx[FL_MAX_DIMS] = { 0 };
     int nd = l->ndim;
@@ -125,12 +125,12 @@ static fl_status cu_storage_new(fl_backend *be, size_t nbytes, fl_storage **out,
 {
     cuda_impl *im = impl_of(be);
     int dev = im->device;
-    char msg[FLCU_MSG_MAX];
+    char msg[FL_CU_MSG_MAX];
     void *p = NULL;
     *out = NULL;
     int rc = fl_cuda_pool_get(im->pool, nbytes, &p, msg);
     if (rc)
-        return fl_error_set(err, rc == FLCU_E_NOMEM ? FL_E_NOMEM : FL_E_DEVICE,
+        return fl_error_set(err, rc == FL_CU_E_NOMEM ? FL_E_NOMEM : FL_E_DEVICE,
                             "cuda:%d: cannot allocate %zu bytes of device memory: %s", dev, nbytes, msg);
     fl_device d = { FL_DEVICE_CUDA, dev };
     fl_storage *s = fl_storage_wrap(be->alloc, p, nbytes, d, release_device_memory, im->pool);
@@ -149,18 +149,18 @@ static fl_status dev_copy(fl_backend *be, const char *op, int ndim, const int64_
                           fl_dtype dt, const int64_t *dstride, const void *s, fl_dtype sdt,
                           const int64_t *sstride, fl_error *err)
 {
-    flcu_layout l;
+    fl_cu_layout l;
     const int64_t *strides[2] = { dstride, sstride };
-    char msg[FLCU_MSG_MAX];
+    char msg[FL_CU_MSG_MAX];
     if (!make_layout(&l, ndim, shape, 2, strides))
         return FL_OK;
     if (dt == sdt && d == s)
         return FL_OK; /* onto itself: ops.c lets an overlapping dst through only as src's own view */
     int rc;
-    if (dt == sdt && flcu_layout_dense(&l, 2))
-        rc = flcu_memcpy(d, s, (size_t)l.numel * fl_dtype_size(dt), FLCU_D2D, msg);
+    if (dt == sdt && fl_cu_layout_dense(&l, 2))
+        rc = fl_cu_memcpy(d, s, (size_t)l.numel * fl_dtype_size(dt), FL_CU_D2D, msg);
     else
-        rc = flcu_copy(&l, d, dt, s, sdt, msg);
+        rc = fl_cu_copy(&l, d, dt, s, sdt, msg);
     return rc ? cu_fail(be, rc, op, msg, err) : FL_OK;
 }
 
@@ -169,7 +169,7 @@ static fl_status upload(fl_backend *be, const char *op, const fl_tensor *src, vo
 {
     cuda_impl *im = impl_of(be);
     size_t es = fl_dtype_size(src->dtype), n = (size_t)fl_tensor_numel(src), nbytes = n * es;
-    char msg[FLCU_MSG_MAX];
+    char msg[FL_CU_MSG_MAX];
     const void *host = fl_tensor_data(src);
     void *staging = NULL;
     *out = NULL;
@@ -180,15 +180,15 @@ static fl_status upload(fl_backend *be, const char *op, const fl_tensor *src, vo
                                 im->device, op, nbytes);
         int64_t cstride[FL_MAX_DIMS];
         const int64_t *strides[2] = { cstride, src->stride };
-        flcu_layout l;
+        fl_cu_layout l;
         fl_contiguous_strides(src->ndim, src->shape, cstride);
         if (make_layout(&l, src->ndim, src->shape, 2, strides))
             host_strided_copy(staging, host, &l, es);
         host = staging;
     }
-    int rc = flcu_scratch_alloc(im->async_alloc, nbytes, out, msg);
-    if (!rc && (rc = flcu_memcpy(*out, host, nbytes, FLCU_H2D, msg))) {
-        flcu_scratch_free(im->async_alloc, *out);
+    int rc = fl_cu_scratch_alloc(im->async_alloc, nbytes, out, msg);
+    if (!rc && (rc = fl_cu_memcpy(*out, host, nbytes, FL_CU_H2D, msg))) {
+        fl_cu_scratch_free(im->async_alloc, *out);
         *out = NULL;
     }
     fl_free(be->alloc, staging, nbytes);
@@ -202,22 +202,22 @@ static fl_status download(fl_backend *be, const char *op, fl_tensor *dst, const 
 {
     cuda_impl *im = impl_of(be);
     size_t es = fl_dtype_size(dst->dtype), n = (size_t)fl_tensor_numel(dst), nbytes = n * es;
-    char msg[FLCU_MSG_MAX];
+    char msg[FL_CU_MSG_MAX];
     void *conv = NULL, *staging = NULL;
     const void *dbuf = s;
     fl_status st = FL_OK;
-    int rc = FLCU_OK;
+    int rc = FL_CU_OK;
     if (!(s_contiguous && sdt == dst->dtype)) {
         int64_t cstride[FL_MAX_DIMS];
         fl_contiguous_strides(dst->ndim, dst->shape, cstride);
-        if ((rc = flcu_scratch_alloc(im->async_alloc, nbytes, &conv, msg)))
+        if ((rc = fl_cu_scratch_alloc(im->async_alloc, nbytes, &conv, msg)))
             goto out;
         if ((st = dev_copy(be, op, dst->ndim, dst->shape, conv, dst->dtype, cstride, s, sdt, sstride, err)))
             goto out;
         dbuf = conv;
     }
     if (fl_tensor_is_contiguous(dst)) {
-        rc = flcu_memcpy(fl_tensor_data(dst), dbuf, nbytes, FLCU_D2H, msg);
+        rc = fl_cu_memcpy(fl_tensor_data(dst), dbuf, nbytes, FL_CU_D2H, msg);
     } else {
         staging = fl_alloc(be->alloc, nbytes);
         if (!staging) {
@@ -225,10 +225,10 @@ static fl_status download(fl_backend *be, const char *op, fl_tensor *dst, const 
                               im->device, op, nbytes);
             goto out;
         }
-        if (!(rc = flcu_memcpy(staging, dbuf, nbytes, FLCU_D2H, msg))) {
+        if (!(rc = fl_cu_memcpy(staging, dbuf, nbytes, FL_CU_D2H, msg))) {
             int64_t cstride[FL_MAX_DIMS];
             const int64_t *strides[2] = { dst->stride, cstride };
-            flcu_layout l;
+            fl_cu_layout l;
             fl_contiguous_strides(dst->ndim, dst->shape, cstride);
             if (make_layout(&l, dst->ndim, dst->shape, 2, strides))
                 host_strided_copy(fl_tensor_data(dst), staging, &l, es);
@@ -238,7 +238,7 @@ out:
     if (rc && !st)
         st = cu_fail(be, rc, op, msg, err);
     fl_free(be->alloc, staging, nbytes);
-    flcu_scratch_free(im->async_alloc, conv);
+    fl_cu_scratch_free(im->async_alloc, conv);
     return st;
 }
 
@@ -263,9 +263,9 @@ static fl_status cu_copy(fl_backend *be, fl_tensor *dst, const fl_tensor *src, f
         return dev_copy(be, op, dst->ndim, dst->shape, fl_tensor_data(dst), dst->dtype, dst->stride,
                         fl_tensor_data(src), src->dtype, src->stride, err);
     size_t nbytes = fl_tensor_nbytes(src);
-    char msg[FLCU_MSG_MAX];
+    char msg[FL_CU_MSG_MAX];
     if (ddev && src->dtype == dst->dtype && fl_tensor_is_contiguous(src) && fl_tensor_is_contiguous(dst)) {
-        int rc = flcu_memcpy(fl_tensor_data(dst), fl_tensor_data(src), nbytes, FLCU_H2D, msg);
+        int rc = fl_cu_memcpy(fl_tensor_data(dst), fl_tensor_data(src), nbytes, FL_CU_H2D, msg);
         return rc ? cu_fail(be, rc, op, msg, err) : FL_OK;
     }
     if (sdev) /* device to host */
@@ -283,7 +283,7 @@ static fl_status cu_copy(fl_backend *be, fl_tensor *dst, const fl_tensor *src, f
                       src->dtype, cstride, err);
     else
         st = download(be, op, dst, up, src->dtype, cstride, true, err);
-    flcu_scratch_free(im->async_alloc, up);
+    fl_cu_scratch_free(im->async_alloc, up);
     return st;
 }
 
@@ -297,8 +297,8 @@ static fl_status cu_fill(fl_backend *be, fl_tensor *dst, double value, fl_error 
         unsigned char bytes[16];
     } pattern;
     const int64_t *strides[1] = { dst->stride };
-    flcu_layout l;
-    char msg[FLCU_MSG_MAX];
+    fl_cu_layout l;
+    char msg[FL_CU_MSG_MAX];
     fl_status st;
     if (!make_layout(&l, dst->ndim, dst->shape, 1, strides))
         return FL_OK;
@@ -306,7 +306,7 @@ static fl_status cu_fill(fl_backend *be, fl_tensor *dst, double value, fl_error 
         return st;
     memset(&pattern, 0, sizeof pattern);
     fl_dtype_store(dst->dtype, pattern.bytes, 0, value); /* the CPU's rounding, once */
-    int rc = flcu_fill(&l, fl_tensor_data(dst), fl_dtype_size(dst->dtype), pattern.bytes, msg);
+    int rc = fl_cu_fill(&l, fl_tensor_data(dst), fl_dtype_size(dst->dtype), pattern.bytes, msg);
     return rc ? cu_fail(be, rc, op, msg, err) : FL_OK;
 }
 
@@ -316,14 +316,14 @@ static fl_status cu_unary(fl_backend *be, fl_unop op, fl_tensor *out, const fl_t
     static const char *const names[FL_UN_COUNT] = { "neg", "abs", "square", "sqrt", "exp", "log", "affine" };
     const char *name = (unsigned)op < FL_UN_COUNT ? names[op] : "unary";
     const int64_t *strides[2] = { out->stride, in->stride };
-    flcu_layout l;
-    char msg[FLCU_MSG_MAX];
+    fl_cu_layout l;
+    char msg[FL_CU_MSG_MAX];
     fl_status st;
     if (!make_layout(&l, out->ndim, out->shape, 2, strides))
         return FL_OK;
     if ((st = enter(be, name, err)))
         return st;
-    int rc = flcu_unary((int)op, out->dtype, &l, fl_tensor_data(out), fl_tensor_data(in), a, b, msg);
+    int rc = fl_cu_unary((int)op, out->dtype, &l, fl_tensor_data(out), fl_tensor_data(in), a, b, msg);
     return rc ? cu_fail(be, rc, name, msg, err) : FL_OK;
 }
 
@@ -333,14 +333,14 @@ static fl_status cu_binary(fl_backend *be, fl_binop op, fl_tensor *out, const fl
     static const char *const names[FL_BIN_COUNT] = { "add", "sub", "mul", "div", "max", "min" };
     const char *name = (unsigned)op < FL_BIN_COUNT ? names[op] : "binary";
     const int64_t *strides[3] = { out->stride, a->stride, b->stride };
-    flcu_layout l;
-    char msg[FLCU_MSG_MAX];
+    fl_cu_layout l;
+    char msg[FL_CU_MSG_MAX];
     fl_status st;
     if (!make_layout(&l, out->ndim, out->shape, 3, strides))
         return FL_OK;
     if ((st = enter(be, name, err)))
         return st;
-    int rc = flcu_binary((int)op, out->dtype, &l, fl_tensor_data(out), fl_tensor_data(a),
+    int rc = fl_cu_binary((int)op, out->dtype, &l, fl_tensor_data(out), fl_tensor_data(a),
                          fl_tensor_data(b), msg);
     return rc ? cu_fail(be, rc, name, msg, err) : FL_OK;
 }
@@ -419,13 +419,13 @@ static fl_status stage_operand(fl_backend *be, const char *op, const fl_tensor *
     cuda_impl *im = impl_of(be);
     int nd = t->ndim;
     int64_t cshape[FL_MAX_DIMS] = { 0 }, cstride[FL_MAX_DIMS] = { 0 }, n = 1;
-    char msg[FLCU_MSG_MAX];
+    char msg[FL_CU_MSG_MAX];
     for (int i = 0; i < nd; i++) {
         cshape[i] = keep_broadcast && i < nd - 2 && t->stride[i] == 0 ? 1 : t->shape[i];
         n *= cshape[i];
     }
     fl_contiguous_strides(nd, cshape, cstride);
-    int rc = flcu_scratch_alloc(im->async_alloc, (size_t)n * fl_dtype_size(t->dtype), &o->scratch, msg);
+    int rc = fl_cu_scratch_alloc(im->async_alloc, (size_t)n * fl_dtype_size(t->dtype), &o->scratch, msg);
     if (rc)
         return cu_fail(be, rc, op, msg, err);
     o->ptr = o->scratch;
@@ -454,12 +454,12 @@ static fl_status cu_matmul(fl_backend *be, fl_tensor *c, const fl_tensor *a, con
         return st;
     if (K == 0) { /* c = beta c, and beta == 0 must not read c */
         const int64_t *strides[2] = { c->stride, c->stride };
-        flcu_layout l;
-        char msg[FLCU_MSG_MAX];
+        fl_cu_layout l;
+        char msg[FL_CU_MSG_MAX];
         make_layout(&l, nd, c->shape, 2, strides);
-        int rc = beta == 0.0 ? flcu_fill(&l, fl_tensor_data(c), fl_dtype_size(c->dtype),
+        int rc = beta == 0.0 ? fl_cu_fill(&l, fl_tensor_data(c), fl_dtype_size(c->dtype),
                                          &(double[2]){ 0.0, 0.0 }, msg)
-                             : flcu_unary(FLCU_UN_AFFINE, c->dtype, &l, fl_tensor_data(c),
+                             : fl_cu_unary(FL_CU_UN_AFFINE, c->dtype, &l, fl_tensor_data(c),
                                           fl_tensor_data(c), beta, 0.0, msg);
         return rc ? cu_fail(be, rc, op, msg, err) : FL_OK;
     }
@@ -476,8 +476,8 @@ static fl_status cu_matmul(fl_backend *be, fl_tensor *c, const fl_tensor *a, con
     memcpy(oc.stride, c->stride, sizeof oc.stride);
     bool rm_a = true, rm_b = true, rm_c = true;
     int64_t lda = 1, ldb = 1, ldc = 1;
-    char msg[FLCU_MSG_MAX];
-    int rc = FLCU_OK;
+    char msg[FL_CU_MSG_MAX];
+    int rc = FL_CU_OK;
 
     if (!mat_layout(a->stride, nd, M, K, &rm_a, &lda)) {
         if ((st = stage_operand(be, op, a, true, true, &oa, err)))
@@ -502,7 +502,7 @@ static fl_status cu_matmul(fl_backend *be, fl_tensor *c, const fl_tensor *a, con
     /* Row-major C (the usual case) is a column-major C^T: compute C^T = B^T A^T, where
      * a row-major operand is already its own transpose in column-major terms. A
      * column-major C (a transposed view) is computed as C = A B directly. */
-    flcu_gemm_args g;
+    fl_cu_gemm_args g;
     memset(&g, 0, sizeof g);
     const int64_t *sa, *sb;
     const char *pa, *pb;
@@ -536,14 +536,14 @@ static fl_status cu_matmul(fl_backend *be, fl_tensor *c, const fl_tensor *a, con
         g.b = pb, g.stride_b = bsb;
         g.c = oc.ptr, g.stride_c = bsc;
         g.batch = batches;
-        rc = flcu_gemm(im->blas, c->dtype, &g, msg);
+        rc = fl_cu_gemm(im->blas, c->dtype, &g, msg);
     } else { /* batch dims that no single stride describes: one GEMM per item */
         g.batch = 1;
         for (int64_t i = 0; i < batches && !rc; i++) {
             g.a = pa + (size_t)batch_offset(sa, nb, c->shape, i) * es;
             g.b = pb + (size_t)batch_offset(sb, nb, c->shape, i) * es;
             g.c = oc.ptr + (size_t)batch_offset(oc.stride, nb, c->shape, i) * es;
-            rc = flcu_gemm(im->blas, c->dtype, &g, msg);
+            rc = fl_cu_gemm(im->blas, c->dtype, &g, msg);
         }
     }
     if (rc)
@@ -554,9 +554,9 @@ static fl_status cu_matmul(fl_backend *be, fl_tensor *c, const fl_tensor *a, con
 out:
     if (rc && !st)
         st = cu_fail(be, rc, op, msg, err);
-    flcu_scratch_free(im->async_alloc, oa.scratch);
-    flcu_scratch_free(im->async_alloc, ob.scratch);
-    flcu_scratch_free(im->async_alloc, oc.scratch);
+    fl_cu_scratch_free(im->async_alloc, oa.scratch);
+    fl_cu_scratch_free(im->async_alloc, ob.scratch);
+    fl_cu_scratch_free(im->async_alloc, oc.scratch);
     return st;
 }
 
@@ -569,7 +569,7 @@ fl_status fl_cuda_fail(fl_backend *be, int rc, const char *op, const char *msg, 
     return cu_fail(be, rc, op, msg, err);
 }
 
-bool fl_cuda_layout(flcu_layout *l, int ndim, const int64_t *shape, int nops, const int64_t *const *strides)
+bool fl_cuda_layout(fl_cu_layout *l, int ndim, const int64_t *shape, int nops, const int64_t *const *strides)
 {
     return make_layout(l, ndim, shape, nops, strides);
 }
@@ -588,7 +588,7 @@ static void cu_destroy(fl_backend *be)
     cuda_impl *im = impl_of(be);
     if (!im)
         return;
-    flcu_blas_destroy(im->device, im->blas);
+    fl_cu_blas_destroy(im->device, im->blas);
     fl_cuda_pool_unref(im->pool); /* live storages keep it until they go */
     fl_free(be->alloc, im, sizeof *im);
     be->impl = NULL;
@@ -625,13 +625,13 @@ static const fl_backend_vtable cuda_vtable = {
     .destroy = cu_destroy,
 };
 
-int fl_cuda_device_count(void) { return flcu_device_count(); }
+int fl_cuda_device_count(void) { return fl_cu_device_count(); }
 
 fl_status fl_cuda_backend_init(fl_backend *be, int device, fl_error *err)
 {
-    char msg[FLCU_MSG_MAX];
+    char msg[FL_CU_MSG_MAX];
     int count = 0;
-    if (flcu_device_count_msg(&count, msg))
+    if (fl_cu_device_count_msg(&count, msg))
         return fl_error_set(err, FL_E_DEVICE, "cuda: cannot use device %d: no usable CUDA driver or GPU (%s)",
                             device, msg);
     if (device < 0 || device >= count)
@@ -650,13 +650,13 @@ fl_status fl_cuda_backend_init(fl_backend *be, int device, fl_error *err)
         fl_free(be->alloc, im, sizeof *im);
         return st;
     }
-    int rc = flcu_device_open(device, &im->async_alloc, msg);
+    int rc = fl_cu_device_open(device, &im->async_alloc, msg);
     if (!rc)
-        rc = flcu_blas_create(device, &im->blas, msg);
+        rc = fl_cu_blas_create(device, &im->blas, msg);
     if (rc) {
         fl_cuda_pool_unref(im->pool);
         fl_free(be->alloc, im, sizeof *im);
-        return fl_error_set(err, rc == FLCU_E_NOMEM ? FL_E_NOMEM : FL_E_DEVICE,
+        return fl_error_set(err, rc == FL_CU_E_NOMEM ? FL_E_NOMEM : FL_E_DEVICE,
                             "cuda: cannot open device %d: %s", device, msg);
     }
     be->vt = &cuda_vtable;

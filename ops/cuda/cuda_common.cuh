@@ -18,13 +18,13 @@
 static inline int fail(char *msg, int code, const char *what, const char *why)
 {
     if (msg)
-        snprintf(msg, FLCU_MSG_MAX, "%s: %s", what, why);
+        snprintf(msg, FL_CU_MSG_MAX, "%s: %s", what, why);
     return code;
 }
 
 static inline int cuda_fail(char *msg, const char *what, cudaError_t e)
 {
-    int code = e == cudaErrorMemoryAllocation ? FLCU_E_NOMEM : FLCU_E_DEVICE;
+    int code = e == cudaErrorMemoryAllocation ? FL_CU_E_NOMEM : FL_CU_E_DEVICE;
     return fail(msg, code, what, cudaGetErrorString(e));
 }
 
@@ -42,7 +42,7 @@ static inline int launch_check(char *msg, const char *kernel)
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess)
         return cuda_fail(msg, kernel, e);
-    return FLCU_OK;
+    return FL_CU_OK;
 }
 
 /* ------------------------------------------------------------------ 16-bit element types */
@@ -57,7 +57,7 @@ struct bf16_t {
 /* ------------------------------------------------------------------ f16 / bf16 conversions
  * The very integer code of core/dtype.c (core/half.h), on host and device alike, NaN
  * payloads included, rather than the __float2half_rn intrinsics; a host build of this
- * file's converters (flcu_host_convert) is checked against the CPU on any machine. */
+ * file's converters (fl_cu_host_convert) is checked against the CPU on any machine. */
 
 __host__ __device__ static inline uint16_t to_f16(float x) { return fl_h_f32_to_f16(x); }
 __host__ __device__ static inline float from_f16(uint16_t h) { return fl_h_f16_to_f32(h); }
@@ -66,18 +66,18 @@ __host__ __device__ static inline float from_bf16(uint16_t b) { return fl_h_bf16
 
 /* ------------------------------------------------------------------ strided iteration */
 
-#define FLCU_THREADS 256
+#define FL_CU_THREADS 256
 
 static inline unsigned grid_for(int64_t n)
 {
-    int64_t blocks = (n + FLCU_THREADS - 1) / FLCU_THREADS;
+    int64_t blocks = (n + FL_CU_THREADS - 1) / FL_CU_THREADS;
     /* grid-stride loops cover the rest; this is plenty to fill any current GPU */
     return (unsigned)(blocks < 65535 ? blocks : 65535);
 }
 
 /* Element offsets of linear index i (row-major over l.shape) for the first NOPS operands. */
 template <int NOPS>
-__device__ static inline void offsets_of(const flcu_layout &l, int64_t i, int64_t *off)
+__device__ static inline void offsets_of(const fl_cu_layout &l, int64_t i, int64_t *off)
 {
 #pragma unroll
     for (int k = 0; k < NOPS; k++)

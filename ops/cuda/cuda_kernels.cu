@@ -11,35 +11,35 @@
 
 /* ------------------------------------------------------------------ devices and memory */
 
-extern "C" int flcu_device_count_msg(int *count, char *msg)
+extern "C" int fl_cu_device_count_msg(int *count, char *msg)
 {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     *count = 0;
     if (e != cudaSuccess) {
         (void)cudaGetLastError(); /* not sticky; keep it from leaking into a later check */
-        return fail(msg, FLCU_E_DEVICE, "cudaGetDeviceCount", cudaGetErrorString(e));
+        return fail(msg, FL_CU_E_DEVICE, "cudaGetDeviceCount", cudaGetErrorString(e));
     }
     *count = n;
-    return FLCU_OK;
+    return FL_CU_OK;
 }
 
-extern "C" int flcu_device_count(void)
+extern "C" int fl_cu_device_count(void)
 {
     int n;
-    return flcu_device_count_msg(&n, NULL) == FLCU_OK ? n : 0;
+    return fl_cu_device_count_msg(&n, NULL) == FL_CU_OK ? n : 0;
 }
 
-extern "C" int flcu_set_device(int device, char *msg)
+extern "C" int fl_cu_set_device(int device, char *msg)
 {
     int cur = -1;
     if (cudaGetDevice(&cur) == cudaSuccess && cur == device)
-        return FLCU_OK;
+        return FL_CU_OK;
     CU_TRY(cudaSetDevice(device), "cudaSetDevice");
-    return FLCU_OK;
+    return FL_CU_OK;
 }
 
-extern "C" int flcu_device_open(int device, int *async_alloc, char *msg)
+extern "C" int fl_cu_device_open(int device, int *async_alloc, char *msg)
 {
     *async_alloc = 0;
     CU_TRY(cudaSetDevice(device), "cudaSetDevice");
@@ -51,17 +51,17 @@ extern "C" int flcu_device_open(int device, int *async_alloc, char *msg)
     if (pools) {
         /* keep freed scratch in the pool across synchronisations (the default threshold
          * of 0 hands it back to the driver at every sync, and the next op pays again);
-         * flcu_trim returns it when memory runs short */
+         * fl_cu_trim returns it when memory runs short */
         cudaMemPool_t mp;
         uint64_t keep = UINT64_MAX;
         CU_TRY(cudaDeviceGetDefaultMemPool(&mp, device), "cudaDeviceGetDefaultMemPool");
         CU_TRY(cudaMemPoolSetAttribute(mp, cudaMemPoolAttrReleaseThreshold, &keep),
                "cudaMemPoolSetAttribute(ReleaseThreshold)");
     }
-    return FLCU_OK;
+    return FL_CU_OK;
 }
 
-extern "C" void flcu_trim(int device)
+extern "C" void fl_cu_trim(int device)
 {
     int pools = 0;
     cudaMemPool_t mp;
@@ -72,16 +72,16 @@ extern "C" void flcu_trim(int device)
     (void)cudaGetLastError();
 }
 
-extern "C" int flcu_malloc(int device, size_t nbytes, void **out, char *msg)
+extern "C" int fl_cu_malloc(int device, size_t nbytes, void **out, char *msg)
 {
     *out = NULL;
     CU_TRY(cudaSetDevice(device), "cudaSetDevice");
     /* one byte for an empty storage, so every storage has a unique non-NULL address */
     CU_TRY(cudaMalloc(out, nbytes ? nbytes : 1), "cudaMalloc");
-    return FLCU_OK;
+    return FL_CU_OK;
 }
 
-extern "C" void flcu_free(int device, void *ptr)
+extern "C" void fl_cu_free(int device, void *ptr)
 {
     if (!ptr)
         return;
@@ -95,7 +95,7 @@ extern "C" void flcu_free(int device, void *ptr)
     (void)cudaGetLastError();
 }
 
-extern "C" int flcu_scratch_alloc(int async_alloc, size_t nbytes, void **out, char *msg)
+extern "C" int fl_cu_scratch_alloc(int async_alloc, size_t nbytes, void **out, char *msg)
 {
     *out = NULL;
     if (!nbytes)
@@ -105,14 +105,14 @@ extern "C" int flcu_scratch_alloc(int async_alloc, size_t nbytes, void **out, ch
         int dev = 0;
         (void)cudaGetLastError();
         if (cudaGetDevice(&dev) == cudaSuccess)
-            flcu_trim(dev);
+            fl_cu_trim(dev);
         e = async_alloc ? cudaMallocAsync(out, nbytes, 0) : cudaMalloc(out, nbytes);
     }
     CU_TRY(e, async_alloc ? "cudaMallocAsync (scratch)" : "cudaMalloc (scratch)");
-    return FLCU_OK;
+    return FL_CU_OK;
 }
 
-extern "C" void flcu_scratch_free(int async_alloc, void *ptr)
+extern "C" void fl_cu_scratch_free(int async_alloc, void *ptr)
 {
     if (!ptr)
         return;
@@ -124,16 +124,16 @@ extern "C" void flcu_scratch_free(int async_alloc, void *ptr)
     }
 }
 
-extern "C" int flcu_memcpy(void *dst, const void *src, size_t nbytes, int kind, char *msg)
+extern "C" int fl_cu_memcpy(void *dst, const void *src, size_t nbytes, int kind, char *msg)
 {
     if (!nbytes)
-        return FLCU_OK;
+        return FL_CU_OK;
     switch (kind) {
-    case FLCU_H2D: CU_TRY(cudaMemcpy(dst, src, nbytes, cudaMemcpyHostToDevice), "cudaMemcpy (host to device)"); break;
-    case FLCU_D2H: CU_TRY(cudaMemcpy(dst, src, nbytes, cudaMemcpyDeviceToHost), "cudaMemcpy (device to host)"); break;
+    case FL_CU_H2D: CU_TRY(cudaMemcpy(dst, src, nbytes, cudaMemcpyHostToDevice), "cudaMemcpy (host to device)"); break;
+    case FL_CU_D2H: CU_TRY(cudaMemcpy(dst, src, nbytes, cudaMemcpyDeviceToHost), "cudaMemcpy (device to host)"); break;
     default: CU_TRY(cudaMemcpy(dst, src, nbytes, cudaMemcpyDeviceToDevice), "cudaMemcpy (device to device)"); break;
     }
-    return FLCU_OK;
+    return FL_CU_OK;
 }
 
 /* ------------------------------------------------------------------ element types
@@ -192,22 +192,22 @@ template <> struct convert<c128_t, c64_t> {
     __host__ __device__ static c128_t run(c64_t x) { return c128_t{ (double)x.re, (double)x.im }; }
 };
 /* same-type bit copies */
-#define FLCU_SAME(T)                                                                             \
+#define FL_CU_SAME(T)                                                                             \
     template <> struct convert<T, T> {                                                           \
         __host__ __device__ static T run(T x) { return x; }                                      \
     };
-FLCU_SAME(float)
-FLCU_SAME(f16_t)
-FLCU_SAME(bf16_t)
-FLCU_SAME(uint8_t)
-FLCU_SAME(uint32_t)
-FLCU_SAME(uint64_t)
-FLCU_SAME(raw128_t)
-#undef FLCU_SAME
+FL_CU_SAME(float)
+FL_CU_SAME(f16_t)
+FL_CU_SAME(bf16_t)
+FL_CU_SAME(uint8_t)
+FL_CU_SAME(uint32_t)
+FL_CU_SAME(uint64_t)
+FL_CU_SAME(raw128_t)
+#undef FL_CU_SAME
 
 
 template <typename D, typename S, bool DENSE>
-__global__ static void copy_kernel(flcu_layout l, D *dst, const S *src)
+__global__ static void copy_kernel(fl_cu_layout l, D *dst, const S *src)
 {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < l.numel;
          i += (int64_t)gridDim.x * blockDim.x) {
@@ -222,12 +222,12 @@ __global__ static void copy_kernel(flcu_layout l, D *dst, const S *src)
 }
 
 template <typename D, typename S>
-static int launch_copy(const flcu_layout *l, void *dst, const void *src, char *msg)
+static int launch_copy(const fl_cu_layout *l, void *dst, const void *src, char *msg)
 {
-    if (flcu_layout_dense(l, 2))
-        copy_kernel<D, S, true><<<grid_for(l->numel), FLCU_THREADS>>>(*l, (D *)dst, (const S *)src);
+    if (fl_cu_layout_dense(l, 2))
+        copy_kernel<D, S, true><<<grid_for(l->numel), FL_CU_THREADS>>>(*l, (D *)dst, (const S *)src);
     else
-        copy_kernel<D, S, false><<<grid_for(l->numel), FLCU_THREADS>>>(*l, (D *)dst, (const S *)src);
+        copy_kernel<D, S, false><<<grid_for(l->numel), FL_CU_THREADS>>>(*l, (D *)dst, (const S *)src);
     return launch_check(msg, "copy kernel");
 }
 
@@ -235,7 +235,7 @@ static int launch_copy(const flcu_layout *l, void *dst, const void *src, char *m
  * template instance. Returns 0 for pairs that are not converted. */
 template <typename F> static bool with_pair(fl_dtype dt, fl_dtype st, F f)
 {
-#define FLCU_REAL(T)                                                                             \
+#define FL_CU_REAL(T)                                                                             \
     switch (st) {                                                                                \
     case FL_F32: f((T *)0, (float *)0); return true;                                             \
     case FL_F64: f((T *)0, (double *)0); return true;                                            \
@@ -254,10 +254,10 @@ template <typename F> static bool with_pair(fl_dtype dt, fl_dtype st, F f)
         }
     }
     switch (dt) {
-    case FL_F32: FLCU_REAL(float)
-    case FL_F64: FLCU_REAL(double)
-    case FL_F16: FLCU_REAL(f16_t)
-    case FL_BF16: FLCU_REAL(bf16_t)
+    case FL_F32: FL_CU_REAL(float)
+    case FL_F64: FL_CU_REAL(double)
+    case FL_F16: FL_CU_REAL(f16_t)
+    case FL_BF16: FL_CU_REAL(bf16_t)
     case FL_C64:
         if (st != FL_C128)
             return false;
@@ -270,13 +270,13 @@ template <typename F> static bool with_pair(fl_dtype dt, fl_dtype st, F f)
         return true;
     default: return false;
     }
-#undef FLCU_REAL
+#undef FL_CU_REAL
 }
 
-extern "C" int flcu_copy(const flcu_layout *l, void *dst, fl_dtype dt, const void *src, fl_dtype st,
+extern "C" int fl_cu_copy(const fl_cu_layout *l, void *dst, fl_dtype dt, const void *src, fl_dtype st,
                          char *msg)
 {
-    int rc = FLCU_OK;
+    int rc = FL_CU_OK;
     bool ok = with_pair(dt, st, [&](auto *d, auto *s) {
         using D = typename std::remove_pointer<decltype(d)>::type;
         using S = typename std::remove_pointer<decltype(s)>::type;
@@ -285,12 +285,12 @@ extern "C" int flcu_copy(const flcu_layout *l, void *dst, fl_dtype dt, const voi
     if (!ok) {
         char why[96];
         snprintf(why, sizeof why, "no conversion from %s to %s", fl_dtype_name(st), fl_dtype_name(dt));
-        return fail(msg, FLCU_E_DEVICE, "copy kernel", why);
+        return fail(msg, FL_CU_E_DEVICE, "copy kernel", why);
     }
     return rc;
 }
 
-extern "C" int flcu_host_convert(fl_dtype dt, void *dst, fl_dtype st, const void *src, size_t n)
+extern "C" int fl_cu_host_convert(fl_dtype dt, void *dst, fl_dtype st, const void *src, size_t n)
 {
     bool ok = with_pair(dt, st, [&](auto *d, auto *s) {
         using D = typename std::remove_pointer<decltype(d)>::type;
@@ -298,12 +298,12 @@ extern "C" int flcu_host_convert(fl_dtype dt, void *dst, fl_dtype st, const void
         for (size_t i = 0; i < n; i++)
             ((D *)dst)[i] = convert<D, S>::run(((const S *)src)[i]);
     });
-    return ok ? FLCU_OK : FLCU_E_DEVICE;
+    return ok ? FL_CU_OK : FL_CU_E_DEVICE;
 }
 
 /* ------------------------------------------------------------------ fill */
 
-template <typename T, bool DENSE> __global__ static void fill_kernel(flcu_layout l, T *dst, T value)
+template <typename T, bool DENSE> __global__ static void fill_kernel(fl_cu_layout l, T *dst, T value)
 {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < l.numel;
          i += (int64_t)gridDim.x * blockDim.x) {
@@ -317,18 +317,18 @@ template <typename T, bool DENSE> __global__ static void fill_kernel(flcu_layout
     }
 }
 
-template <typename T> static int launch_fill(const flcu_layout *l, void *dst, const void *pattern, char *msg)
+template <typename T> static int launch_fill(const fl_cu_layout *l, void *dst, const void *pattern, char *msg)
 {
     T v;
     memcpy(&v, pattern, sizeof v);
-    if (flcu_layout_dense(l, 1))
-        fill_kernel<T, true><<<grid_for(l->numel), FLCU_THREADS>>>(*l, (T *)dst, v);
+    if (fl_cu_layout_dense(l, 1))
+        fill_kernel<T, true><<<grid_for(l->numel), FL_CU_THREADS>>>(*l, (T *)dst, v);
     else
-        fill_kernel<T, false><<<grid_for(l->numel), FLCU_THREADS>>>(*l, (T *)dst, v);
+        fill_kernel<T, false><<<grid_for(l->numel), FL_CU_THREADS>>>(*l, (T *)dst, v);
     return launch_check(msg, "fill kernel");
 }
 
-extern "C" int flcu_fill(const flcu_layout *l, void *dst, size_t elsize, const void *pattern, char *msg)
+extern "C" int fl_cu_fill(const fl_cu_layout *l, void *dst, size_t elsize, const void *pattern, char *msg)
 {
     switch (elsize) {
     case 1: return launch_fill<uint8_t>(l, dst, pattern, msg);
@@ -336,7 +336,7 @@ extern "C" int flcu_fill(const flcu_layout *l, void *dst, size_t elsize, const v
     case 4: return launch_fill<uint32_t>(l, dst, pattern, msg);
     case 8: return launch_fill<uint64_t>(l, dst, pattern, msg);
     case 16: return launch_fill<raw128_t>(l, dst, pattern, msg);
-    default: return fail(msg, FLCU_E_DEVICE, "fill kernel", "unsupported element size");
+    default: return fail(msg, FL_CU_E_DEVICE, "fill kernel", "unsupported element size");
     }
 }
 
@@ -348,58 +348,58 @@ extern "C" int flcu_fill(const flcu_layout *l, void *dst, size_t elsize, const v
  * f32, about 1 ulp in f64). Affine is rounded as two operations with no FMA contraction,
  * exactly as the CPU does it. max/min propagate NaN (numpy's maximum/minimum). */
 template <int OP> struct un;
-template <> struct un<FLCU_UN_NEG> {
+template <> struct un<FL_CU_UN_NEG> {
     template <typename T> __device__ static T f(T x, T, T) { return -x; }
 };
-template <> struct un<FLCU_UN_ABS> {
+template <> struct un<FL_CU_UN_ABS> {
     __device__ static float f(float x, float, float) { return fabsf(x); }
     __device__ static double f(double x, double, double) { return fabs(x); }
 };
-template <> struct un<FLCU_UN_SQUARE> {
+template <> struct un<FL_CU_UN_SQUARE> {
     __device__ static float f(float x, float, float) { return __fmul_rn(x, x); }
     __device__ static double f(double x, double, double) { return __dmul_rn(x, x); }
 };
-template <> struct un<FLCU_UN_SQRT> {
+template <> struct un<FL_CU_UN_SQRT> {
     __device__ static float f(float x, float, float) { return sqrtf(x); }
     __device__ static double f(double x, double, double) { return sqrt(x); }
 };
-template <> struct un<FLCU_UN_EXP> {
+template <> struct un<FL_CU_UN_EXP> {
     __device__ static float f(float x, float, float) { return expf(x); }
     __device__ static double f(double x, double, double) { return exp(x); }
 };
-template <> struct un<FLCU_UN_LOG> {
+template <> struct un<FL_CU_UN_LOG> {
     __device__ static float f(float x, float, float) { return logf(x); }
     __device__ static double f(double x, double, double) { return log(x); }
 };
-template <> struct un<FLCU_UN_AFFINE> {
+template <> struct un<FL_CU_UN_AFFINE> {
     __device__ static float f(float x, float a, float b) { return __fadd_rn(__fmul_rn(a, x), b); }
     __device__ static double f(double x, double a, double b) { return __dadd_rn(__dmul_rn(a, x), b); }
 };
 
 template <int OP> struct bin;
-template <> struct bin<FLCU_BIN_ADD> {
+template <> struct bin<FL_CU_BIN_ADD> {
     __device__ static float f(float x, float y) { return __fadd_rn(x, y); }
     __device__ static double f(double x, double y) { return __dadd_rn(x, y); }
 };
-template <> struct bin<FLCU_BIN_SUB> {
+template <> struct bin<FL_CU_BIN_SUB> {
     __device__ static float f(float x, float y) { return __fsub_rn(x, y); }
     __device__ static double f(double x, double y) { return __dsub_rn(x, y); }
 };
-template <> struct bin<FLCU_BIN_MUL> {
+template <> struct bin<FL_CU_BIN_MUL> {
     __device__ static float f(float x, float y) { return __fmul_rn(x, y); }
     __device__ static double f(double x, double y) { return __dmul_rn(x, y); }
 };
-template <> struct bin<FLCU_BIN_DIV> {
+template <> struct bin<FL_CU_BIN_DIV> {
     __device__ static float f(float x, float y) { return __fdiv_rn(x, y); }
     __device__ static double f(double x, double y) { return __ddiv_rn(x, y); }
 };
-template <> struct bin<FLCU_BIN_MAX> {
+template <> struct bin<FL_CU_BIN_MAX> {
     template <typename T> __device__ static T f(T x, T y)
     {
         return isnan(x) ? x : isnan(y) ? y : x > y ? x : y;
     }
 };
-template <> struct bin<FLCU_BIN_MIN> {
+template <> struct bin<FL_CU_BIN_MIN> {
     template <typename T> __device__ static T f(T x, T y)
     {
         return isnan(x) ? x : isnan(y) ? y : x < y ? x : y;
@@ -407,7 +407,7 @@ template <> struct bin<FLCU_BIN_MIN> {
 };
 
 template <typename T, int OP, bool DENSE>
-__global__ static void unary_kernel(flcu_layout l, T *out, const T *in, T a, T b)
+__global__ static void unary_kernel(fl_cu_layout l, T *out, const T *in, T a, T b)
 {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < l.numel;
          i += (int64_t)gridDim.x * blockDim.x) {
@@ -422,7 +422,7 @@ __global__ static void unary_kernel(flcu_layout l, T *out, const T *in, T a, T b
 }
 
 template <typename T, int OP, bool DENSE>
-__global__ static void binary_kernel(flcu_layout l, T *out, const T *a, const T *b)
+__global__ static void binary_kernel(fl_cu_layout l, T *out, const T *a, const T *b)
 {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < l.numel;
          i += (int64_t)gridDim.x * blockDim.x) {
@@ -437,84 +437,84 @@ __global__ static void binary_kernel(flcu_layout l, T *out, const T *a, const T 
 }
 
 template <typename T, int OP>
-static int launch_unary(const flcu_layout *l, void *out, const void *in, double a, double b, char *msg)
+static int launch_unary(const fl_cu_layout *l, void *out, const void *in, double a, double b, char *msg)
 {
     T ta = (T)a, tb = (T)b;
-    if (flcu_layout_dense(l, 2))
-        unary_kernel<T, OP, true><<<grid_for(l->numel), FLCU_THREADS>>>(*l, (T *)out, (const T *)in, ta, tb);
+    if (fl_cu_layout_dense(l, 2))
+        unary_kernel<T, OP, true><<<grid_for(l->numel), FL_CU_THREADS>>>(*l, (T *)out, (const T *)in, ta, tb);
     else
-        unary_kernel<T, OP, false><<<grid_for(l->numel), FLCU_THREADS>>>(*l, (T *)out, (const T *)in, ta, tb);
+        unary_kernel<T, OP, false><<<grid_for(l->numel), FL_CU_THREADS>>>(*l, (T *)out, (const T *)in, ta, tb);
     return launch_check(msg, "unary kernel");
 }
 
 template <typename T>
-static int unary_t(int op, const flcu_layout *l, void *out, const void *in, double a, double b, char *msg)
+static int unary_t(int op, const fl_cu_layout *l, void *out, const void *in, double a, double b, char *msg)
 {
     switch (op) {
-    case FLCU_UN_NEG: return launch_unary<T, FLCU_UN_NEG>(l, out, in, a, b, msg);
-    case FLCU_UN_ABS: return launch_unary<T, FLCU_UN_ABS>(l, out, in, a, b, msg);
-    case FLCU_UN_SQUARE: return launch_unary<T, FLCU_UN_SQUARE>(l, out, in, a, b, msg);
-    case FLCU_UN_SQRT: return launch_unary<T, FLCU_UN_SQRT>(l, out, in, a, b, msg);
-    case FLCU_UN_EXP: return launch_unary<T, FLCU_UN_EXP>(l, out, in, a, b, msg);
-    case FLCU_UN_LOG: return launch_unary<T, FLCU_UN_LOG>(l, out, in, a, b, msg);
-    case FLCU_UN_AFFINE: return launch_unary<T, FLCU_UN_AFFINE>(l, out, in, a, b, msg);
-    default: return fail(msg, FLCU_E_DEVICE, "unary kernel", "unknown op");
+    case FL_CU_UN_NEG: return launch_unary<T, FL_CU_UN_NEG>(l, out, in, a, b, msg);
+    case FL_CU_UN_ABS: return launch_unary<T, FL_CU_UN_ABS>(l, out, in, a, b, msg);
+    case FL_CU_UN_SQUARE: return launch_unary<T, FL_CU_UN_SQUARE>(l, out, in, a, b, msg);
+    case FL_CU_UN_SQRT: return launch_unary<T, FL_CU_UN_SQRT>(l, out, in, a, b, msg);
+    case FL_CU_UN_EXP: return launch_unary<T, FL_CU_UN_EXP>(l, out, in, a, b, msg);
+    case FL_CU_UN_LOG: return launch_unary<T, FL_CU_UN_LOG>(l, out, in, a, b, msg);
+    case FL_CU_UN_AFFINE: return launch_unary<T, FL_CU_UN_AFFINE>(l, out, in, a, b, msg);
+    default: return fail(msg, FL_CU_E_DEVICE, "unary kernel", "unknown op");
     }
 }
 
-extern "C" int flcu_unary(int op, fl_dtype dt, const flcu_layout *l, void *out, const void *in,
+extern "C" int fl_cu_unary(int op, fl_dtype dt, const fl_cu_layout *l, void *out, const void *in,
                           double a, double b, char *msg)
 {
     if (dt == FL_F32)
         return unary_t<float>(op, l, out, in, a, b, msg);
     if (dt == FL_F64)
         return unary_t<double>(op, l, out, in, a, b, msg);
-    return fail(msg, FLCU_E_DEVICE, "unary kernel", "dtype is not f32 or f64");
+    return fail(msg, FL_CU_E_DEVICE, "unary kernel", "dtype is not f32 or f64");
 }
 
 template <typename T, int OP>
-static int launch_binary(const flcu_layout *l, void *out, const void *a, const void *b, char *msg)
+static int launch_binary(const fl_cu_layout *l, void *out, const void *a, const void *b, char *msg)
 {
-    if (flcu_layout_dense(l, 3))
-        binary_kernel<T, OP, true><<<grid_for(l->numel), FLCU_THREADS>>>(*l, (T *)out, (const T *)a, (const T *)b);
+    if (fl_cu_layout_dense(l, 3))
+        binary_kernel<T, OP, true><<<grid_for(l->numel), FL_CU_THREADS>>>(*l, (T *)out, (const T *)a, (const T *)b);
     else
-        binary_kernel<T, OP, false><<<grid_for(l->numel), FLCU_THREADS>>>(*l, (T *)out, (const T *)a, (const T *)b);
+        binary_kernel<T, OP, false><<<grid_for(l->numel), FL_CU_THREADS>>>(*l, (T *)out, (const T *)a, (const T *)b);
     return launch_check(msg, "binary kernel");
 }
 
 template <typename T>
-static int binary_t(int op, const flcu_layout *l, void *out, const void *a, const void *b, char *msg)
+static int binary_t(int op, const fl_cu_layout *l, void *out, const void *a, const void *b, char *msg)
 {
     switch (op) {
-    case FLCU_BIN_ADD: return launch_binary<T, FLCU_BIN_ADD>(l, out, a, b, msg);
-    case FLCU_BIN_SUB: return launch_binary<T, FLCU_BIN_SUB>(l, out, a, b, msg);
-    case FLCU_BIN_MUL: return launch_binary<T, FLCU_BIN_MUL>(l, out, a, b, msg);
-    case FLCU_BIN_DIV: return launch_binary<T, FLCU_BIN_DIV>(l, out, a, b, msg);
-    case FLCU_BIN_MAX: return launch_binary<T, FLCU_BIN_MAX>(l, out, a, b, msg);
-    case FLCU_BIN_MIN: return launch_binary<T, FLCU_BIN_MIN>(l, out, a, b, msg);
-    default: return fail(msg, FLCU_E_DEVICE, "binary kernel", "unknown op");
+    case FL_CU_BIN_ADD: return launch_binary<T, FL_CU_BIN_ADD>(l, out, a, b, msg);
+    case FL_CU_BIN_SUB: return launch_binary<T, FL_CU_BIN_SUB>(l, out, a, b, msg);
+    case FL_CU_BIN_MUL: return launch_binary<T, FL_CU_BIN_MUL>(l, out, a, b, msg);
+    case FL_CU_BIN_DIV: return launch_binary<T, FL_CU_BIN_DIV>(l, out, a, b, msg);
+    case FL_CU_BIN_MAX: return launch_binary<T, FL_CU_BIN_MAX>(l, out, a, b, msg);
+    case FL_CU_BIN_MIN: return launch_binary<T, FL_CU_BIN_MIN>(l, out, a, b, msg);
+    default: return fail(msg, FL_CU_E_DEVICE, "binary kernel", "unknown op");
     }
 }
 
-extern "C" int flcu_binary(int op, fl_dtype dt, const flcu_layout *l, void *out, const void *a,
+extern "C" int fl_cu_binary(int op, fl_dtype dt, const fl_cu_layout *l, void *out, const void *a,
                            const void *b, char *msg)
 {
     if (dt == FL_F32)
         return binary_t<float>(op, l, out, a, b, msg);
     if (dt == FL_F64)
         return binary_t<double>(op, l, out, a, b, msg);
-    return fail(msg, FLCU_E_DEVICE, "binary kernel", "dtype is not f32 or f64");
+    return fail(msg, FL_CU_E_DEVICE, "binary kernel", "dtype is not f32 or f64");
 }
 
 /* ------------------------------------------------------------------ cuBLAS */
 
 static int blas_fail(char *msg, const char *what, cublasStatus_t s)
 {
-    int code = s == CUBLAS_STATUS_ALLOC_FAILED ? FLCU_E_NOMEM : FLCU_E_DEVICE;
+    int code = s == CUBLAS_STATUS_ALLOC_FAILED ? FL_CU_E_NOMEM : FL_CU_E_DEVICE;
     return fail(msg, code, what, cublasGetStatusString(s));
 }
 
-extern "C" int flcu_blas_create(int device, void **handle, char *msg)
+extern "C" int fl_cu_blas_create(int device, void **handle, char *msg)
 {
     *handle = NULL;
     CU_TRY(cudaSetDevice(device), "cudaSetDevice");
@@ -530,10 +530,10 @@ extern "C" int flcu_blas_create(int device, void **handle, char *msg)
         return blas_fail(msg, "cublasSetMathMode", s);
     }
     *handle = h;
-    return FLCU_OK;
+    return FL_CU_OK;
 }
 
-extern "C" void flcu_blas_destroy(int device, void *handle)
+extern "C" void fl_cu_blas_destroy(int device, void *handle)
 {
     if (!handle)
         return;
@@ -542,7 +542,7 @@ extern "C" void flcu_blas_destroy(int device, void *handle)
     (void)cudaGetLastError();
 }
 
-extern "C" int flcu_gemm(void *handle, fl_dtype dt, const flcu_gemm_args *g, char *msg)
+extern "C" int fl_cu_gemm(void *handle, fl_dtype dt, const fl_cu_gemm_args *g, char *msg)
 {
     cublasHandle_t h = (cublasHandle_t)handle;
     cublasOperation_t ta = g->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -565,7 +565,7 @@ extern "C" int flcu_gemm(void *handle, fl_dtype dt, const flcu_gemm_args *g, cha
         beta = &g->beta;
         es = 8;
     } else {
-        return fail(msg, FLCU_E_DEVICE, "cublasGemmStridedBatchedEx", "dtype is not f32 or f64");
+        return fail(msg, FL_CU_E_DEVICE, "cublasGemmStridedBatchedEx", "dtype is not f32 or f64");
     }
     /* batchCount is an int: run huge batches in chunks */
     const char *pa = (const char *)g->a, *pb = (const char *)g->b;

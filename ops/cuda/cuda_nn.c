@@ -18,12 +18,12 @@ static cuda_impl *impl(fl_backend *be) { return (cuda_impl *)be->impl; }
 
 static fl_status scratch(fl_backend *be, const char *op, size_t nbytes, void **p, fl_error *err)
 {
-    char msg[FLCU_MSG_MAX];
-    int rc = flcu_scratch_alloc(impl(be)->async_alloc, nbytes, p, msg);
+    char msg[FL_CU_MSG_MAX];
+    int rc = fl_cu_scratch_alloc(impl(be)->async_alloc, nbytes, p, msg);
     return rc ? fl_cuda_fail(be, rc, op, msg, err) : FL_OK;
 }
 
-static void scratch_free(fl_backend *be, void *p) { flcu_scratch_free(impl(be)->async_alloc, p); }
+static void scratch_free(fl_backend *be, void *p) { fl_cu_scratch_free(impl(be)->async_alloc, p); }
 
 /* A contiguous copy of device tensor t converted to dt, in new scratch *p. */
 static fl_status contig_as(fl_backend *be, const char *op, const fl_tensor *t, fl_dtype dt, void **p,
@@ -102,8 +102,8 @@ fl_status fl_cuda_linear(fl_backend *be, fl_tensor *out, const fl_tensor *x, con
     size_t es = fl_dtype_size(ab);
     void *xs = NULL, *ws = NULL, *os = NULL;
     float *bv = NULL;
-    char msg[FLCU_MSG_MAX];
-    int rc = FLCU_OK;
+    char msg[FL_CU_MSG_MAX];
+    int rc = FL_CU_OK;
     const char *px;
     const void *pw;
     int64_t ldx, ldw, ldc;
@@ -149,12 +149,12 @@ fl_status fl_cuda_linear(fl_backend *be, fl_tensor *out, const fl_tensor *x, con
         goto done;
     if (bv || K == 0) { /* the bias first; the GEMM accumulates onto it */
         int64_t n[3] = { M, N, 1 }, s[3] = { ldc, 1, 0 };
-        if ((rc = flcu_bias_fill(pc, n, s, 1, bv, msg)))
+        if ((rc = fl_cu_bias_fill(pc, n, s, 1, bv, msg)))
             goto done;
     }
     for (int64_t m0 = 0; m0 < M && K > 0; m0 += INT_MAX / 2) {
         int64_t m = M - m0 < INT_MAX / 2 ? M - m0 : INT_MAX / 2;
-        flcu_gemm_args g;
+        fl_cu_gemm_args g;
         memset(&g, 0, sizeof g);
         g.trans_a = trans_w;
         g.m = N;
@@ -169,7 +169,7 @@ fl_status fl_cuda_linear(fl_backend *be, fl_tensor *out, const fl_tensor *x, con
         g.batch = 1;
         g.alpha = 1.0;
         g.beta = bv ? 1.0 : 0.0;
-        if ((rc = flcu_gemm_nn(im->blas, ab, im->tf32, &g, msg)))
+        if ((rc = fl_cu_gemm_nn(im->blas, ab, im->tf32, &g, msg)))
             goto done;
     }
     if (os) {
@@ -231,8 +231,8 @@ static fl_status conv_run(fl_backend *be, conv *c, const float *bias, fl_error *
     const char *op = c->op;
     int64_t CKK = c->C * c->KH * c->KW, R = c->Wo * c->S, P = c->Ho * R;
     size_t es = fl_dtype_size(c->ab);
-    char msg[FLCU_MSG_MAX];
-    int rc = FLCU_OK;
+    char msg[FL_CU_MSG_MAX];
+    int rc = FL_CU_OK;
     fl_status st = FL_OK;
     void *col = NULL, *os = NULL;
     int64_t ldc;
@@ -267,11 +267,11 @@ static fl_status conv_run(fl_backend *be, conv *c, const float *bias, fl_error *
         if (mode == 1) {
             for (int64_t b = 0; b < c->B && !rc; b++) {
                 int64_t n[3] = { c->O, c->Ho, R }, s[3] = { ldc, ost[2], 1 };
-                rc = flcu_bias_fill(out + b * ost[0], n, s, 0, bias, msg);
+                rc = fl_cu_bias_fill(out + b * ost[0], n, s, 0, bias, msg);
             }
         } else {
             int64_t n[3] = { c->B, c->O, P }, s[3] = { ost[0], ldc, 1 };
-            rc = flcu_bias_fill(out, n, s, 1, bias, msg);
+            rc = fl_cu_bias_fill(out, n, s, 1, bias, msg);
         }
         if (rc)
             goto done;
@@ -280,7 +280,7 @@ static fl_status conv_run(fl_backend *be, conv *c, const float *bias, fl_error *
         int64_t ni = c->B - n0 < nimg ? c->B - n0 : nimg;
         for (int64_t ho0 = 0; ho0 < c->Ho; ho0 += nho) {
             int64_t nh = c->Ho - ho0 < nho ? c->Ho - ho0 : nho, m = nh * R;
-            flcu_im2col_args a;
+            fl_cu_im2col_args a;
             memset(&a, 0, sizeof a);
             a.x = c->x + n0 * c->xs[0];
             memcpy(a.xs, c->xs, sizeof a.xs);
@@ -300,10 +300,10 @@ static fl_status conv_run(fl_backend *be, conv *c, const float *bias, fl_error *
             a.pad[1] = c->pad[1];
             a.col = col;
             a.ct = c->ab;
-            if ((rc = flcu_im2col(&a, msg)))
+            if ((rc = fl_cu_im2col(&a, msg)))
                 goto done;
             /* out^T (m x O) = col^T (m x CKK) . w^T (CKK x O), column-major */
-            flcu_gemm_args g;
+            fl_cu_gemm_args g;
             memset(&g, 0, sizeof g);
             g.n = c->O;
             g.k = CKK;
@@ -321,7 +321,7 @@ static fl_status conv_run(fl_backend *be, conv *c, const float *bias, fl_error *
                 g.c = out + n0 * ost[0] + ho0 * R;
                 g.stride_c = ost[0];
                 g.batch = ni;
-                rc = flcu_gemm_nn(im->blas, c->ab, im->tf32, &g, msg);
+                rc = fl_cu_gemm_nn(im->blas, c->ab, im->tf32, &g, msg);
             } else {
                 for (int64_t i = 0; i < ni && !rc; i++) {
                     g.m = R;
@@ -331,7 +331,7 @@ static fl_status conv_run(fl_backend *be, conv *c, const float *bias, fl_error *
                     g.c = out + (n0 + i) * ost[0] + ho0 * ost[2];
                     g.stride_c = ost[2];
                     g.batch = nh;
-                    rc = flcu_gemm_nn(im->blas, c->ab, im->tf32, &g, msg);
+                    rc = fl_cu_gemm_nn(im->blas, c->ab, im->tf32, &g, msg);
                 }
             }
             if (rc)
@@ -468,7 +468,7 @@ fl_status fl_cuda_group_norm(fl_backend *be, fl_tensor *out, const fl_tensor *x,
     fl_status st = fl_cuda_enter(be, op, err);
     if (st)
         return st;
-    flcu_gn_args a;
+    fl_cu_gn_args a;
     memset(&a, 0, sizeof a);
     float *g = NULL, *b = NULL;
     if ((st = vec_f32(be, op, gamma, &g, err)) || (st = vec_f32(be, op, beta, &b, err)))
@@ -489,8 +489,8 @@ fl_status fl_cuda_group_norm(fl_backend *be, fl_tensor *out, const fl_tensor *x,
     }
     a.eps = eps;
     a.silu = silu;
-    char msg[FLCU_MSG_MAX];
-    int rc = flcu_group_norm(&a, impl(be)->async_alloc, msg);
+    char msg[FL_CU_MSG_MAX];
+    int rc = fl_cu_group_norm(&a, impl(be)->async_alloc, msg);
     if (rc)
         st = fl_cuda_fail(be, rc, op, msg, err);
 done:
@@ -507,7 +507,7 @@ static fl_status lastdim(fl_backend *be, const char *op, fl_tensor *out, const f
     fl_status st = fl_cuda_enter(be, op, err);
     if (st)
         return st;
-    flcu_ln_args a;
+    fl_cu_ln_args a;
     memset(&a, 0, sizeof a);
     float *g = NULL, *b = NULL;
     if ((st = vec_f32(be, op, gamma, &g, err)) || (st = vec_f32(be, op, beta, &b, err)))
@@ -530,8 +530,8 @@ static fl_status lastdim(fl_backend *be, const char *op, fl_tensor *out, const f
     }
     a.eps = eps;
     a.rms = rms;
-    char msg[FLCU_MSG_MAX];
-    int rc = flcu_lastdim_norm(&a, msg);
+    char msg[FL_CU_MSG_MAX];
+    int rc = fl_cu_lastdim_norm(&a, msg);
     if (rc)
         st = fl_cuda_fail(be, rc, op, msg, err);
 done:
@@ -558,14 +558,14 @@ fl_status fl_cuda_activation(fl_backend *be, fl_act act, fl_tensor *out, const f
 {
     const char *op = "activation";
     const int64_t *strides[2] = { out->stride, in->stride };
-    flcu_layout l;
-    char msg[FLCU_MSG_MAX];
+    fl_cu_layout l;
+    char msg[FL_CU_MSG_MAX];
     if (!fl_cuda_layout(&l, out->ndim, out->shape, 2, strides))
         return FL_OK;
     fl_status st = fl_cuda_enter(be, op, err);
     if (st)
         return st;
-    int rc = flcu_activation((int)act, &l, fl_tensor_data(out), fl_tensor_data(in), msg);
+    int rc = fl_cu_activation((int)act, &l, fl_tensor_data(out), fl_tensor_data(in), msg);
     return rc ? fl_cuda_fail(be, rc, op, msg, err) : FL_OK;
 }
 
@@ -573,14 +573,14 @@ static fl_status ternary(fl_backend *be, const char *op, int kind, fl_tensor *ou
                          const fl_tensor *b, const fl_tensor *c, fl_error *err)
 {
     const int64_t *strides[4] = { out->stride, a->stride, b->stride, c->stride };
-    flcu_layout l;
-    char msg[FLCU_MSG_MAX];
+    fl_cu_layout l;
+    char msg[FL_CU_MSG_MAX];
     if (!fl_cuda_layout(&l, out->ndim, out->shape, 4, strides))
         return FL_OK;
     fl_status st = fl_cuda_enter(be, op, err);
     if (st)
         return st;
-    int rc = flcu_modulate(kind, &l, fl_tensor_data(out), fl_tensor_data(a), fl_tensor_data(b), fl_tensor_data(c),
+    int rc = fl_cu_modulate(kind, &l, fl_tensor_data(out), fl_tensor_data(a), fl_tensor_data(b), fl_tensor_data(c),
                            msg);
     return rc ? fl_cuda_fail(be, rc, op, msg, err) : FL_OK;
 }
@@ -605,14 +605,14 @@ fl_status fl_cuda_attention(fl_backend *be, fl_tensor *out, const fl_tensor *q, 
     const char *op = "attention";
     if (fl_tensor_numel(out) == 0)
         return FL_OK;
-    if (q->shape[3] > FLCU_ATTN_MAXD || v->shape[3] > FLCU_ATTN_MAXD)
+    if (q->shape[3] > FL_CU_ATTN_MAXD || v->shape[3] > FL_CU_ATTN_MAXD)
         return fl_error_set(err, FL_E_UNSUPPORTED,
                             "cuda:%d attention: head dims %lld (q, k) and %lld (v) must be at most %d on this backend",
-                            impl(be)->device, (long long)q->shape[3], (long long)v->shape[3], FLCU_ATTN_MAXD);
+                            impl(be)->device, (long long)q->shape[3], (long long)v->shape[3], FL_CU_ATTN_MAXD);
     fl_status st = fl_cuda_enter(be, op, err);
     if (st)
         return st;
-    flcu_attn_args a;
+    fl_cu_attn_args a;
     memset(&a, 0, sizeof a);
     a.q = fl_tensor_data(q);
     a.k = fl_tensor_data(k);
@@ -634,8 +634,8 @@ fl_status fl_cuda_attention(fl_backend *be, fl_tensor *out, const fl_tensor *q, 
     memcpy(a.vs, v->stride, sizeof a.vs);
     memcpy(a.os, out->stride, sizeof a.os);
     a.scale = (float)scale;
-    char msg[FLCU_MSG_MAX];
-    int rc = flcu_attention(&a, msg);
+    char msg[FL_CU_MSG_MAX];
+    int rc = fl_cu_attention(&a, msg);
     return rc ? fl_cuda_fail(be, rc, op, msg, err) : FL_OK;
 }
 
@@ -650,7 +650,7 @@ fl_status fl_cuda_timestep_embedding(fl_backend *be, fl_tensor *out, const fl_te
     fl_status st = fl_cuda_enter(be, op, err);
     if (st)
         return st;
-    flcu_temb_args a;
+    fl_cu_temb_args a;
     memset(&a, 0, sizeof a);
     a.out = fl_tensor_data(out);
     a.os0 = out->stride[0];
@@ -664,8 +664,8 @@ fl_status fl_cuda_timestep_embedding(fl_backend *be, fl_tensor *out, const fl_te
     a.freq_shift = o->freq_shift;
     a.scale = o->scale;
     a.cos_first = o->cos_first;
-    char msg[FLCU_MSG_MAX];
-    int rc = flcu_timestep_embedding(&a, msg);
+    char msg[FL_CU_MSG_MAX];
+    int rc = fl_cu_timestep_embedding(&a, msg);
     return rc ? fl_cuda_fail(be, rc, op, msg, err) : FL_OK;
 }
 
@@ -679,8 +679,8 @@ fl_status fl_cuda_upsample_nearest(fl_backend *be, fl_tensor *out, const fl_tens
         return st;
     int nd = out->ndim;
     int64_t fh = out->shape[nd - 2] / x->shape[nd - 2], fw = out->shape[nd - 1] / x->shape[nd - 1];
-    char msg[FLCU_MSG_MAX];
-    int rc = flcu_upsample(nd, out->shape, out->stride, fl_tensor_data(out), x->stride, fl_tensor_data(x), fh, fw, msg);
+    char msg[FL_CU_MSG_MAX];
+    int rc = fl_cu_upsample(nd, out->shape, out->stride, fl_tensor_data(out), x->stride, fl_tensor_data(x), fh, fw, msg);
     return rc ? fl_cuda_fail(be, rc, op, msg, err) : FL_OK;
 }
 
@@ -711,12 +711,12 @@ fl_status fl_cuda_rope(fl_backend *be, fl_tensor *out, const fl_tensor *x, const
                 t[2 * j + 1] = (float)sin(ang);
             }
     void *dev = NULL;
-    char msg[FLCU_MSG_MAX];
-    int rc = FLCU_OK;
+    char msg[FL_CU_MSG_MAX];
+    int rc = FL_CU_OK;
     if (!(st = scratch(be, op, nbytes, &dev, err))) {
-        rc = flcu_memcpy(dev, host, nbytes, FLCU_H2D, msg);
+        rc = fl_cu_memcpy(dev, host, nbytes, FL_CU_H2D, msg);
         if (!rc) {
-            flcu_rope_args a;
+            fl_cu_rope_args a;
             memset(&a, 0, sizeof a);
             a.x = fl_tensor_data(x);
             a.out = fl_tensor_data(out);
@@ -729,7 +729,7 @@ fl_status fl_cuda_rope(fl_backend *be, fl_tensor *out, const fl_tensor *x, const
             memcpy(a.grid, o->grid, sizeof a.grid);
             memcpy(a.dims, o->dims, sizeof a.dims);
             a.table = dev;
-            rc = flcu_rope(&a, msg);
+            rc = fl_cu_rope(&a, msg);
         }
         if (rc)
             st = fl_cuda_fail(be, rc, op, msg, err);

@@ -77,7 +77,7 @@ static void flush(cuda_pool *p)
 {
     pthread_mutex_lock(&p->mu);
     for (int i = 0; i < p->nfree; i++)
-        flcu_free(p->device, p->free[i].ptr);
+        fl_cu_free(p->device, p->free[i].ptr);
     p->nfree = 0;
     p->cached = 0;
     pthread_mutex_unlock(&p->mu);
@@ -104,14 +104,14 @@ int fl_cuda_pool_get(cuda_pool *p, size_t nbytes, void **ptr, char *msg)
             p->cached -= size;
             pthread_mutex_unlock(&p->mu);
             atomic_fetch_add(&p->refs, 1);
-            return FLCU_OK;
+            return FL_CU_OK;
         }
     pthread_mutex_unlock(&p->mu);
-    int rc = flcu_malloc(p->device, size, ptr, msg);
-    if (rc == FLCU_E_NOMEM) { /* the cache may hold what is missing: give it all back, retry */
+    int rc = fl_cu_malloc(p->device, size, ptr, msg);
+    if (rc == FL_CU_E_NOMEM) { /* the cache may hold what is missing: give it all back, retry */
         flush(p);
-        flcu_trim(p->device);
-        rc = flcu_malloc(p->device, size, ptr, msg);
+        fl_cu_trim(p->device);
+        rc = fl_cu_malloc(p->device, size, ptr, msg);
     }
     if (!rc)
         atomic_fetch_add(&p->refs, 1);
@@ -129,7 +129,7 @@ void fl_cuda_pool_put(cuda_pool *p, void *ptr, size_t nbytes)
     }
     pthread_mutex_unlock(&p->mu);
     if (ptr) /* over the cache's limits: a real free */
-        flcu_free(p->device, ptr);
+        fl_cu_free(p->device, ptr);
     fl_cuda_pool_unref(p);
 }
 

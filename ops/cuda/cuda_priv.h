@@ -35,10 +35,10 @@ typedef struct cuda_impl {
 
 /* Makes the backend's GPU current; every op starts here. */
 fl_status fl_cuda_enter(fl_backend *be, const char *op, fl_error *err);
-/* A failed flcu_* call as "cuda:<dev> <op>: <msg>" (FL_E_NOMEM or FL_E_DEVICE). */
+/* A failed fl_cu_* call as "cuda:<dev> <op>: <msg>" (FL_E_NOMEM or FL_E_DEVICE). */
 fl_status fl_cuda_fail(fl_backend *be, int rc, const char *op, const char *msg, fl_error *err);
 /* The kernel layout of nops views of one shape (dims merged); false when empty. */
-bool fl_cuda_layout(flcu_layout *l, int ndim, const int64_t *shape, int nops, const int64_t *const *strides);
+bool fl_cuda_layout(fl_cu_layout *l, int ndim, const int64_t *shape, int nops, const int64_t *const *strides);
 /* Device-to-device copy between two views of one shape, converting dtypes. */
 fl_status fl_cuda_dev_copy(fl_backend *be, const char *op, int ndim, const int64_t *shape, void *d, fl_dtype dt,
                            const int64_t *dstride, const void *s, fl_dtype sdt, const int64_t *sstride,

@@ -24,13 +24,13 @@ template <> struct put<bf16_t> {
 
 static int blas_fail(char *msg, const char *what, cublasStatus_t s)
 {
-    int code = s == CUBLAS_STATUS_ALLOC_FAILED ? FLCU_E_NOMEM : FLCU_E_DEVICE;
+    int code = s == CUBLAS_STATUS_ALLOC_FAILED ? FL_CU_E_NOMEM : FL_CU_E_DEVICE;
     return fail(msg, code, what, cublasGetStatusString(s));
 }
 
 /* ------------------------------------------------------------------ GEMM */
 
-extern "C" int flcu_gemm_nn(void *handle, fl_dtype ab, int tf32, const flcu_gemm_args *g, char *msg)
+extern "C" int fl_cu_gemm_nn(void *handle, fl_dtype ab, int tf32, const fl_cu_gemm_args *g, char *msg)
 {
     cublasHandle_t h = (cublasHandle_t)handle;
     cudaDataType_t type;
@@ -45,7 +45,7 @@ extern "C" int flcu_gemm_nn(void *handle, fl_dtype ab, int tf32, const flcu_gemm
         break;
     case FL_F16: type = CUDA_R_16F; es = 2; break;
     case FL_BF16: type = CUDA_R_16BF; es = 2; break;
-    default: return fail(msg, FLCU_E_DEVICE, "cublasGemmStridedBatchedEx", "operand dtype is not f32/f16/bf16");
+    default: return fail(msg, FL_CU_E_DEVICE, "cublasGemmStridedBatchedEx", "operand dtype is not f32/f16/bf16");
     }
     cublasOperation_t ta = g->trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasOperation_t tb = g->trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -86,13 +86,13 @@ __global__ static void bias_fill_kernel(float *out, int64_t n0, int64_t n1, int6
     }
 }
 
-extern "C" int flcu_bias_fill(float *out, const int64_t n[3], const int64_t s[3], int bias_dim, const float *bias,
+extern "C" int fl_cu_bias_fill(float *out, const int64_t n[3], const int64_t s[3], int bias_dim, const float *bias,
                               char *msg)
 {
     int64_t total = n[0] * n[1] * n[2];
     if (total == 0)
-        return FLCU_OK;
-    bias_fill_kernel<<<grid_for(total), FLCU_THREADS>>>(out, n[0], n[1], n[2], s[0], s[1], s[2], bias_dim, bias);
+        return FL_CU_OK;
+    bias_fill_kernel<<<grid_for(total), FL_CU_THREADS>>>(out, n[0], n[1], n[2], s[0], s[1], s[2], bias_dim, bias);
     return launch_check(msg, "bias fill kernel");
 }
 
@@ -100,7 +100,7 @@ extern "C" int flcu_bias_fill(float *out, const int64_t n[3], const int64_t s[3]
 
 /* One thread per column element; consecutive threads walk the output columns, so the
  * writes are coalesced and (for stride 1) so are the reads. */
-template <typename T> __global__ static void im2col_kernel(flcu_im2col_args a)
+template <typename T> __global__ static void im2col_kernel(fl_cu_im2col_args a)
 {
     int64_t ncol = a.nho * a.Wo * a.S, rows = a.C * a.KH * a.KW, total = a.nimg * rows * ncol;
     T *col = (T *)a.col;
@@ -117,16 +117,16 @@ template <typename T> __global__ static void im2col_kernel(flcu_im2col_args a)
     }
 }
 
-extern "C" int flcu_im2col(const flcu_im2col_args *a, char *msg)
+extern "C" int fl_cu_im2col(const fl_cu_im2col_args *a, char *msg)
 {
     int64_t total = a->nimg * a->C * a->KH * a->KW * a->nho * a->Wo * a->S;
     if (total == 0)
-        return FLCU_OK;
+        return FL_CU_OK;
     switch (a->ct) {
-    case FL_F32: im2col_kernel<float><<<grid_for(total), FLCU_THREADS>>>(*a); break;
-    case FL_F16: im2col_kernel<f16_t><<<grid_for(total), FLCU_THREADS>>>(*a); break;
-    case FL_BF16: im2col_kernel<bf16_t><<<grid_for(total), FLCU_THREADS>>>(*a); break;
-    default: return fail(msg, FLCU_E_DEVICE, "im2col kernel", "column dtype is not f32/f16/bf16");
+    case FL_F32: im2col_kernel<float><<<grid_for(total), FL_CU_THREADS>>>(*a); break;
+    case FL_F16: im2col_kernel<f16_t><<<grid_for(total), FL_CU_THREADS>>>(*a); break;
+    case FL_BF16: im2col_kernel<bf16_t><<<grid_for(total), FL_CU_THREADS>>>(*a); break;
+    default: return fail(msg, FL_CU_E_DEVICE, "im2col kernel", "column dtype is not f32/f16/bf16");
     }
     return launch_check(msg, "im2col kernel");
 }
@@ -190,7 +190,7 @@ __device__ static inline wstate wpush(wstate w, double x)
 #define GN_CHUNK 16384 /* elements of a group per block in the statistics pass */
 
 /* Offset of trailing position s (row-major over sp[0..nsp)) through strides st. */
-__device__ static inline int64_t sp_offset(const flcu_gn_args &a, int64_t s, const int64_t *st)
+__device__ static inline int64_t sp_offset(const fl_cu_gn_args &a, int64_t s, const int64_t *st)
 {
     int64_t off = 0;
     for (int d = a.nsp - 1; d >= 0; d--) {
@@ -200,7 +200,7 @@ __device__ static inline int64_t sp_offset(const flcu_gn_args &a, int64_t s, con
     return off;
 }
 
-__global__ static void gn_stats_kernel(flcu_gn_args a, int64_t S, int64_t nchunk, double *part)
+__global__ static void gn_stats_kernel(fl_cu_gn_args a, int64_t S, int64_t nchunk, double *part)
 {
     int64_t bg = blockIdx.x / nchunk, chunk = blockIdx.x % nchunk;
     int64_t cg = a.C / a.groups, b = bg / a.groups, g = bg % a.groups, n = cg * S;
@@ -236,7 +236,7 @@ __global__ static void gn_final_kernel(int64_t ngroups, int64_t nchunk, const do
 
 __device__ static inline float silu_f(float v) { return v / (1.0f + expf(-v)); }
 
-__global__ static void gn_apply_kernel(flcu_gn_args a, int64_t S, const double *stats)
+__global__ static void gn_apply_kernel(fl_cu_gn_args a, int64_t S, const double *stats)
 {
     int64_t total = a.B * a.C * S, cg = a.C / a.groups;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
@@ -255,41 +255,41 @@ __global__ static void gn_apply_kernel(flcu_gn_args a, int64_t S, const double *
     }
 }
 
-extern "C" int flcu_group_norm(const flcu_gn_args *a, int async_alloc, char *msg)
+extern "C" int fl_cu_group_norm(const fl_cu_gn_args *a, int async_alloc, char *msg)
 {
     int64_t S = 1;
     for (int d = 0; d < a->nsp; d++)
         S *= a->sp[d];
     int64_t n = (a->C / a->groups) * S, ngroups = a->B * a->groups;
     if (ngroups == 0 || n == 0)
-        return FLCU_OK;
+        return FL_CU_OK;
     int64_t nchunk = (n + GN_CHUNK - 1) / GN_CHUNK;
     if (ngroups * nchunk > 0x7fffffff)
-        return fail(msg, FLCU_E_DEVICE, "group norm", "too many groups for one grid");
+        return fail(msg, FL_CU_E_DEVICE, "group norm", "too many groups for one grid");
     void *scratch = NULL;
     size_t nbytes = sizeof(double) * (size_t)(3 * ngroups * nchunk + 2 * ngroups);
-    int rc = flcu_scratch_alloc(async_alloc, nbytes, &scratch, msg);
+    int rc = fl_cu_scratch_alloc(async_alloc, nbytes, &scratch, msg);
     if (rc)
         return rc;
     double *part = (double *)scratch, *stats = part + 3 * ngroups * nchunk;
-    gn_stats_kernel<<<(unsigned)(ngroups * nchunk), FLCU_THREADS>>>(*a, S, nchunk, part);
+    gn_stats_kernel<<<(unsigned)(ngroups * nchunk), FL_CU_THREADS>>>(*a, S, nchunk, part);
     rc = launch_check(msg, "group norm statistics kernel");
     if (!rc) {
-        gn_final_kernel<<<grid_for(ngroups), FLCU_THREADS>>>(ngroups, nchunk, part, a->eps, stats);
+        gn_final_kernel<<<grid_for(ngroups), FL_CU_THREADS>>>(ngroups, nchunk, part, a->eps, stats);
         rc = launch_check(msg, "group norm statistics kernel");
     }
     if (!rc) {
-        gn_apply_kernel<<<grid_for(a->B * a->C * S), FLCU_THREADS>>>(*a, S, stats);
+        gn_apply_kernel<<<grid_for(a->B * a->C * S), FL_CU_THREADS>>>(*a, S, stats);
         rc = launch_check(msg, "group norm kernel");
     }
-    flcu_scratch_free(async_alloc, scratch); /* stream-ordered: after the kernels */
+    fl_cu_scratch_free(async_alloc, scratch); /* stream-ordered: after the kernels */
     return rc;
 }
 
 /* ------------------------------------------------------------------ layer / RMS norm */
 
 /* One block per row: Welford statistics over the row, then the normalised row. */
-__global__ static void lastdim_kernel(flcu_ln_args a)
+__global__ static void lastdim_kernel(fl_cu_ln_args a)
 {
     __shared__ double stat[2];
     for (int64_t r = blockIdx.x; r < a.rows; r += gridDim.x) {
@@ -332,12 +332,12 @@ __global__ static void lastdim_kernel(flcu_ln_args a)
     }
 }
 
-extern "C" int flcu_lastdim_norm(const flcu_ln_args *a, char *msg)
+extern "C" int fl_cu_lastdim_norm(const fl_cu_ln_args *a, char *msg)
 {
     if (a->rows == 0 || a->D == 0)
-        return FLCU_OK;
+        return FL_CU_OK;
     unsigned blocks = (unsigned)(a->rows < 0x7fffffff ? a->rows : 0x7fffffff);
-    lastdim_kernel<<<blocks, FLCU_THREADS>>>(*a);
+    lastdim_kernel<<<blocks, FL_CU_THREADS>>>(*a);
     return launch_check(msg, "layer norm kernel");
 }
 
@@ -353,7 +353,7 @@ template <> __device__ inline float act_f<2>(float v)
     return v / (1.0f + expf(-1.5957691216057308f * (v + 0.044715f * v * v * v)));
 }
 
-template <int ACT> __global__ static void act_kernel(flcu_layout l, float *out, const float *in)
+template <int ACT> __global__ static void act_kernel(fl_cu_layout l, float *out, const float *in)
 {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < l.numel;
          i += (int64_t)gridDim.x * blockDim.x) {
@@ -363,19 +363,19 @@ template <int ACT> __global__ static void act_kernel(flcu_layout l, float *out, 
     }
 }
 
-extern "C" int flcu_activation(int act, const flcu_layout *l, float *out, const float *in, char *msg)
+extern "C" int fl_cu_activation(int act, const fl_cu_layout *l, float *out, const float *in, char *msg)
 {
     switch (act) {
-    case 0: act_kernel<0><<<grid_for(l->numel), FLCU_THREADS>>>(*l, out, in); break;
-    case 1: act_kernel<1><<<grid_for(l->numel), FLCU_THREADS>>>(*l, out, in); break;
-    case 2: act_kernel<2><<<grid_for(l->numel), FLCU_THREADS>>>(*l, out, in); break;
-    default: return fail(msg, FLCU_E_DEVICE, "activation kernel", "unknown activation");
+    case 0: act_kernel<0><<<grid_for(l->numel), FL_CU_THREADS>>>(*l, out, in); break;
+    case 1: act_kernel<1><<<grid_for(l->numel), FL_CU_THREADS>>>(*l, out, in); break;
+    case 2: act_kernel<2><<<grid_for(l->numel), FL_CU_THREADS>>>(*l, out, in); break;
+    default: return fail(msg, FL_CU_E_DEVICE, "activation kernel", "unknown activation");
     }
     return launch_check(msg, "activation kernel");
 }
 
 template <int KIND>
-__global__ static void mod_kernel(flcu_layout l, float *out, const float *a, const float *b, const float *c)
+__global__ static void mod_kernel(fl_cu_layout l, float *out, const float *a, const float *b, const float *c)
 {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < l.numel;
          i += (int64_t)gridDim.x * blockDim.x) {
@@ -386,13 +386,13 @@ __global__ static void mod_kernel(flcu_layout l, float *out, const float *a, con
     }
 }
 
-extern "C" int flcu_modulate(int kind, const flcu_layout *l, float *out, const float *a, const float *b,
+extern "C" int fl_cu_modulate(int kind, const fl_cu_layout *l, float *out, const float *a, const float *b,
                              const float *c, char *msg)
 {
     if (kind == 0)
-        mod_kernel<0><<<grid_for(l->numel), FLCU_THREADS>>>(*l, out, a, b, c);
+        mod_kernel<0><<<grid_for(l->numel), FL_CU_THREADS>>>(*l, out, a, b, c);
     else
-        mod_kernel<1><<<grid_for(l->numel), FLCU_THREADS>>>(*l, out, a, b, c);
+        mod_kernel<1><<<grid_for(l->numel), FL_CU_THREADS>>>(*l, out, a, b, c);
     return launch_check(msg, "modulate kernel");
 }
 
@@ -403,7 +403,7 @@ extern "C" int flcu_modulate(int kind, const flcu_layout *l, float *out, const f
  * and value tiles of BK rows are staged through shared memory by the whole block, and the
  * softmax runs online in base 2: per tile the running max m, the sum l and the
  * accumulator are rescaled by 2^(m_old - m_new). No score matrix is ever stored. */
-template <int DK, int DV, int BK> __global__ static void attn_kernel(flcu_attn_args a, int64_t qblocks)
+template <int DK, int DV, int BK> __global__ static void attn_kernel(fl_cu_attn_args a, int64_t qblocks)
 {
     __shared__ float ks[BK][DK];
     __shared__ float vs[BK][DV];
@@ -486,21 +486,21 @@ template <int DK, int DV, int BK> __global__ static void attn_kernel(flcu_attn_a
     }
 }
 
-template <int DK, int DV, int BK> static int launch_attn(const flcu_attn_args *a, char *msg)
+template <int DK, int DV, int BK> static int launch_attn(const fl_cu_attn_args *a, char *msg)
 {
     /* one thread per query; short sequences (temporal attention) take narrow blocks */
     int64_t threads = a->Lq < 128 ? ((a->Lq + 31) / 32) * 32 : 128;
     int64_t qblocks = (a->Lq + threads - 1) / threads, blocks = a->B * a->NH * qblocks;
     if (blocks > 0x7fffffff)
-        return fail(msg, FLCU_E_DEVICE, "attention kernel", "too many (batch, head, query block) items");
+        return fail(msg, FL_CU_E_DEVICE, "attention kernel", "too many (batch, head, query block) items");
     attn_kernel<DK, DV, BK><<<(unsigned)blocks, (unsigned)threads>>>(*a, qblocks);
     return launch_check(msg, "attention kernel");
 }
 
-extern "C" int flcu_attention(const flcu_attn_args *a, char *msg)
+extern "C" int fl_cu_attention(const fl_cu_attn_args *a, char *msg)
 {
     if (a->Lq == 0 || a->B * a->NH == 0)
-        return FLCU_OK;
+        return FL_CU_OK;
     int64_t d = a->D > a->Dv ? a->D : a->Dv;
     if (d <= 32)
         return launch_attn<32, 32, 32>(a, msg);
@@ -508,14 +508,14 @@ extern "C" int flcu_attention(const flcu_attn_args *a, char *msg)
         return launch_attn<64, 64, 32>(a, msg);
     if (d <= 128)
         return launch_attn<128, 128, 16>(a, msg);
-    if (d <= FLCU_ATTN_MAXD)
+    if (d <= FL_CU_ATTN_MAXD)
         return launch_attn<256, 256, 8>(a, msg);
-    return fail(msg, FLCU_E_DEVICE, "attention kernel", "head dim above 256");
+    return fail(msg, FL_CU_E_DEVICE, "attention kernel", "head dim above 256");
 }
 
 /* ------------------------------------------------------------------ embeddings */
 
-__global__ static void temb_kernel(flcu_temb_args a)
+__global__ static void temb_kernel(fl_cu_temb_args a)
 {
     int64_t half = a.dim / 2, cols = half + (a.dim % 2), total = a.N * cols;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
@@ -535,18 +535,18 @@ __global__ static void temb_kernel(flcu_temb_args a)
     }
 }
 
-extern "C" int flcu_timestep_embedding(const flcu_temb_args *a, char *msg)
+extern "C" int fl_cu_timestep_embedding(const fl_cu_temb_args *a, char *msg)
 {
     int64_t total = a->N * (a->dim / 2 + a->dim % 2);
     if (total == 0)
-        return FLCU_OK;
-    temb_kernel<<<grid_for(total), FLCU_THREADS>>>(*a);
+        return FL_CU_OK;
+    temb_kernel<<<grid_for(total), FL_CU_THREADS>>>(*a);
     return launch_check(msg, "timestep embedding kernel");
 }
 
 struct ups_args {
     int ndim;
-    int64_t shape[FLCU_MAX_DIMS], os[FLCU_MAX_DIMS], xs[FLCU_MAX_DIMS];
+    int64_t shape[FL_CU_MAX_DIMS], os[FL_CU_MAX_DIMS], xs[FL_CU_MAX_DIMS];
     int64_t fh, fw, numel;
 };
 
@@ -565,7 +565,7 @@ __global__ static void ups_kernel(ups_args a, float *out, const float *x)
     }
 }
 
-extern "C" int flcu_upsample(int ndim, const int64_t *oshape, const int64_t *ostride, float *out,
+extern "C" int fl_cu_upsample(int ndim, const int64_t *oshape, const int64_t *ostride, float *out,
                              const int64_t *xstride, const float *x, int64_t fh, int64_t fw, char *msg)
 {
     ups_args a;
@@ -581,13 +581,13 @@ extern "C" int flcu_upsample(int ndim, const int64_t *oshape, const int64_t *ost
         a.numel *= oshape[d];
     }
     if (a.numel == 0)
-        return FLCU_OK;
-    ups_kernel<<<grid_for(a.numel), FLCU_THREADS>>>(a, out, x);
+        return FL_CU_OK;
+    ups_kernel<<<grid_for(a.numel), FL_CU_THREADS>>>(a, out, x);
     return launch_check(msg, "upsample kernel");
 }
 
 /* One thread per pair of head-dim elements (2p, 2p + 1), so in-place use is safe. */
-__global__ static void rope_kernel(flcu_rope_args a)
+__global__ static void rope_kernel(fl_cu_rope_args a)
 {
     int64_t pairs = (a.D + 1) / 2, total = a.B * a.L * a.NH * pairs;
     int64_t G = a.grid[0] * a.grid[1] * a.grid[2], rot = a.dims[0] + a.dims[1] + a.dims[2];
@@ -618,11 +618,11 @@ __global__ static void rope_kernel(flcu_rope_args a)
     }
 }
 
-extern "C" int flcu_rope(const flcu_rope_args *a, char *msg)
+extern "C" int fl_cu_rope(const fl_cu_rope_args *a, char *msg)
 {
     int64_t total = a->B * a->L * a->NH * ((a->D + 1) / 2);
     if (total == 0)
-        return FLCU_OK;
-    rope_kernel<<<grid_for(total), FLCU_THREADS>>>(*a);
+        return FL_CU_OK;
+    rope_kernel<<<grid_for(total), FL_CU_THREADS>>>(*a);
     return launch_check(msg, "rope kernel");
 }
