@@ -114,7 +114,7 @@ int main(void)
                 }
             for (int r = 0; r < REPS; r++) {
                 double s = bench_now();
-                if (fl_denoiser_eval(d, &x, lv[g], NULL, &out, &err)) {
+                if (fl_denoiser_eval(d, &x, lv[g], NULL, &out, NULL, &err)) {
                     fprintf(stderr, "bench_empirical: %s\n", fl_error_msg(&err));
                     return 1;
                 }

@@ -47,7 +47,7 @@ int main(void)
         double t[REPS];
         for (int r = -3; r < REPS; r++) { /* three warm-up calls */
             double t0 = bench_now();
-            if (fl_denoiser_eval(d, &x, lv, NULL, &out, &err)) {
+            if (fl_denoiser_eval(d, &x, lv, NULL, &out, NULL, &err)) {
                 fprintf(stderr, "bench_gauss: %s\n", fl_error_msg(&err));
                 return 1;
             }

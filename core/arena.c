@@ -21,6 +21,8 @@ void fl_arena_init(fl_arena *arena, const fl_allocator *alloc, size_t block_size
     arena->head = NULL;
     arena->used_bytes = 0;
     arena->reserved_bytes = 0;
+    arena->allocs = 0;
+    arena->peak_bytes = 0;
 }
 
 static size_t align_up(size_t x, size_t a) { return (x + a - 1) & ~(a - 1); }
@@ -44,6 +46,9 @@ void *fl_arena_alloc(fl_arena *arena, size_t size, size_t align)
     void *p = arena->head ? take(arena->head, size, align) : NULL;
     if (p) {
         arena->used_bytes += arena->head->offset - before;
+        arena->allocs++;
+        if (arena->used_bytes > arena->peak_bytes)
+            arena->peak_bytes = arena->used_bytes;
         return p;
     }
     size_t want = size + align > arena->block_size ? size + align : arena->block_size;
@@ -61,6 +66,9 @@ void *fl_arena_alloc(fl_arena *arena, size_t size, size_t align)
     p = take(b, size, align);
     FL_ASSERT(p);
     arena->used_bytes += b->offset;
+    arena->allocs++;
+    if (arena->used_bytes > arena->peak_bytes)
+        arena->peak_bytes = arena->used_bytes;
     return p;
 }
 
@@ -99,9 +107,26 @@ void fl_arena_rewind(fl_arena *arena, fl_arena_mark mark)
 void fl_arena_reset(fl_arena *arena)
 {
     fl_arena_block *keep = NULL;
-    for (fl_arena_block *b = arena->head; b; b = b->next)
+    int blocks = 0;
+    for (fl_arena_block *b = arena->head; b; b = b->next, blocks++)
         if (!keep || b->size > keep->size)
             keep = b;
+    /* The most this iteration held at once, plus worst-case alignment padding per allocation: one
+     * block that large serves the same sequence again without asking the allocator. */
+    size_t need = arena->peak_bytes + arena->allocs * FL_ALIGN;
+    /* Several blocks, or fewer than the peak took (a rewind freed the rest). */
+    int grow = arena->peak_bytes > 0 && (blocks > 1 || !keep || keep->size < arena->peak_bytes);
+    if (grow && (!keep || keep->size < need) && need + HDR > need) {
+        fl_arena_block *one = fl_alloc_aligned(arena->alloc, need + HDR, FL_ALIGN);
+        if (one) { /* else keep the largest block: smaller, but reset cannot fail */
+            one->size = need;
+            one->total = need + HDR;
+            arena->reserved_bytes += one->total;
+            one->next = arena->head;
+            arena->head = one;
+            keep = one;
+        }
+    }
     fl_arena_block *b = arena->head;
     while (b) {
         fl_arena_block *next = b->next;
@@ -117,6 +142,8 @@ void fl_arena_reset(fl_arena *arena)
         keep->offset = 0;
     }
     arena->used_bytes = 0;
+    arena->allocs = 0;
+    arena->peak_bytes = 0;
 }
 
 void fl_arena_free(fl_arena *arena)
@@ -130,4 +157,6 @@ void fl_arena_free(fl_arena *arena)
     arena->head = NULL;
     arena->used_bytes = 0;
     arena->reserved_bytes = 0;
+    arena->allocs = 0;
+    arena->peak_bytes = 0;
 }

@@ -15,6 +15,8 @@ typedef struct fl_arena {
     fl_arena_block *head;  /* current block; earlier blocks follow ->next */
     size_t used_bytes;     /* bytes handed out since the last reset */
     size_t reserved_bytes; /* bytes held in blocks */
+    size_t peak_bytes;     /* most bytes handed out at once since the last reset */
+    size_t allocs;         /* allocations since the last reset */
 } fl_arena;
 
 /* A position to rewind to (stack-like scratch inside one iteration). */
@@ -39,7 +41,10 @@ fl_status fl_arena_alloc_checked(fl_arena *arena, size_t size, size_t align, voi
 fl_arena_mark fl_arena_get_mark(const fl_arena *arena);
 void fl_arena_rewind(fl_arena *arena, fl_arena_mark mark);
 
-/* Makes all memory available again; keeps the largest block, frees the rest. */
+/* Makes all memory available again and keeps one block: when the iteration took several
+ * blocks, one new block big enough for all it used (so the same work next time asks the
+ * allocator for nothing), else the largest block; the others are freed. Cannot fail: when
+ * the new block cannot be had, the largest is kept. */
 void fl_arena_reset(fl_arena *arena);
 
 /* Frees every block. The arena may be re-used after fl_arena_init. */

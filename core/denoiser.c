@@ -59,21 +59,38 @@ static fl_status check_window(const fl_denoiser *d, const fl_tensor *x, const fl
     return FL_OK;
 }
 
-fl_status fl_denoiser_eval(fl_denoiser *d, const fl_tensor *x, const fl_level *levels,
-                           const int32_t *cond, fl_tensor *out, fl_error *err)
+/* Runs eval or eval_exact with the caller's scratch arena, or with one of its own that lives
+ * for this call only (so a NULL scratch keeps the call reentrant). */
+static fl_status run_eval(fl_denoiser *d, int exact, const fl_tensor *x, const fl_level *levels,
+                          const int32_t *cond, fl_tensor *out, fl_arena *scratch, fl_error *err)
 {
     fl_status st = check_window(d, x, levels, out, err);
-    return st ? st : d->vt->eval(d, x, levels, cond, out, err);
+    if (st)
+        return st;
+    fl_arena own;
+    if (!scratch) {
+        fl_arena_init(&own, NULL, 0);
+        scratch = &own;
+    }
+    st = (exact ? d->vt->eval_exact : d->vt->eval)(d, x, levels, cond, out, scratch, err);
+    if (scratch == &own)
+        fl_arena_free(&own);
+    return st;
+}
+
+fl_status fl_denoiser_eval(fl_denoiser *d, const fl_tensor *x, const fl_level *levels,
+                           const int32_t *cond, fl_tensor *out, fl_arena *scratch, fl_error *err)
+{
+    return run_eval(d, 0, x, levels, cond, out, scratch, err);
 }
 
 fl_status fl_denoiser_eval_exact(fl_denoiser *d, const fl_tensor *x, const fl_level *levels,
-                                 const int32_t *cond, fl_tensor *out, fl_error *err)
+                                 const int32_t *cond, fl_tensor *out, fl_arena *scratch, fl_error *err)
 {
     if (!d->vt->eval_exact)
         return fl_error_set(err, FL_E_UNSUPPORTED, "%s: the model cannot give its exact output",
                             d->vt->name);
-    fl_status st = check_window(d, x, levels, out, err);
-    return st ? st : d->vt->eval_exact(d, x, levels, cond, out, err);
+    return run_eval(d, 1, x, levels, cond, out, scratch, err);
 }
 
 void fl_denoiser_free(fl_denoiser *d)

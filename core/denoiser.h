@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 
+#include "core/arena.h"
 #include "core/status.h"
 #include "core/tensor.h"
 
@@ -41,15 +42,19 @@ static inline fl_level fl_level_clean(void)
  * eval must be a pure function of its inputs (no hidden state that changes between calls), so
  * windows may be evaluated in any order or on any process.
  *
+ * scratch (never NULL here) is per-call scratch memory: eval may take what it needs from it
+ * with fl_arena_alloc and does not give it back; the caller resets it (the engine once per
+ * iteration, so steady state allocates nothing). It is valid only during the call.
+ *
  * eval_exact: the output an ideal model would give (the exact posterior), for oracle metrics
  * such as the per-position noise-prediction error. NULL when the model cannot know it. */
 typedef struct fl_denoiser fl_denoiser;
 typedef struct fl_denoiser_vt {
     const char *name;
     fl_status (*eval)(fl_denoiser *d, const fl_tensor *x, const fl_level *levels,
-                      const int32_t *cond, fl_tensor *out, fl_error *err);
+                      const int32_t *cond, fl_tensor *out, fl_arena *scratch, fl_error *err);
     fl_status (*eval_exact)(fl_denoiser *d, const fl_tensor *x, const fl_level *levels,
-                            const int32_t *cond, fl_tensor *out, fl_error *err);
+                            const int32_t *cond, fl_tensor *out, fl_arena *scratch, fl_error *err);
     void (*free)(fl_denoiser *d);
 } fl_denoiser_vt;
 
@@ -63,12 +68,13 @@ struct fl_denoiser {
 };
 
 /* Checks x/out shapes and the level values against d, then calls d->vt->eval; messages name
- * the tensor or frame at fault. */
+ * the tensor or frame at fault. scratch may be NULL: the call then uses an arena of its own,
+ * freed before it returns (reentrant; what tests and one-off callers want). */
 fl_status fl_denoiser_eval(fl_denoiser *d, const fl_tensor *x, const fl_level *levels,
-                           const int32_t *cond, fl_tensor *out, fl_error *err);
+                           const int32_t *cond, fl_tensor *out, fl_arena *scratch, fl_error *err);
 /* The same for eval_exact; FL_E_UNSUPPORTED naming the model when it has none. */
 fl_status fl_denoiser_eval_exact(fl_denoiser *d, const fl_tensor *x, const fl_level *levels,
-                                 const int32_t *cond, fl_tensor *out, fl_error *err);
+                                 const int32_t *cond, fl_tensor *out, fl_arena *scratch, fl_error *err);
 void fl_denoiser_free(fl_denoiser *d); /* d may be NULL */
 
 #endif

@@ -67,12 +67,12 @@ static uint64_t mix(uint64_t *s)
 }
 
 static fl_status trace_window(fl_denoiser *d, const fl_window *w, fl_tensor *exact,
-                              fl_engine_trace *tr, fl_error *err)
+                              fl_engine_trace *tr, fl_arena *scratch, fl_error *err)
 {
     int64_t n = w->x.shape[0];
     fl_tensor ex = *exact;
     ex.shape[0] = n; /* a prefix view of the [window, C, H, W] buffer: same strides */
-    fl_status st = fl_denoiser_eval_exact(d, &w->x, w->levels, w->cond, &ex, err);
+    fl_status st = fl_denoiser_eval_exact(d, &w->x, w->levels, w->cond, &ex, scratch, err);
     if (st)
         return st;
     int64_t fs = w->x.shape[1] * w->x.shape[2] * w->x.shape[3];
@@ -106,6 +106,10 @@ fl_status fl_engine_run(fl_scheduler *s, fl_denoiser *d, const fl_frame_sink *si
     int order_cap = 0;
     fl_tensor exact = FL_TENSOR_NULL;
     fl_engine_trace *tr = opts->trace;
+    /* The denoiser's per-call scratch, reset after every iteration: once the first
+     * iterations have sized its block, evaluation asks the allocator for nothing. */
+    fl_arena scratch;
+    fl_arena_init(&scratch, opts->scratch_alloc, 0);
     if (tr && !d->vt->eval_exact) {
         rc = fl_error_set(err, FL_E_UNSUPPORTED,
                           "engine: the oracle trace needs the exact output, which model %s cannot give",
@@ -142,13 +146,16 @@ fl_status fl_engine_run(fl_scheduler *s, fl_denoiser *d, const fl_frame_sink *si
             }
         for (int k = 0; k < nw; k++) {
             fl_window *win = &w[order[k]];
-            if ((rc = fl_denoiser_eval(d, &win->x, win->levels, win->cond, &win->out, err)))
+            if ((rc = fl_denoiser_eval(d, &win->x, win->levels, win->cond, &win->out, &scratch, err)))
                 goto done;
             st.windows++;
             st.frame_evals += win->x.shape[0];
-            if (tr && (rc = trace_window(d, win, &exact, tr, err)))
+            if (tr && (rc = trace_window(d, win, &exact, tr, &scratch, err)))
                 goto done;
         }
+        if (scratch.peak_bytes > st.scratch_peak_bytes)
+            st.scratch_peak_bytes = scratch.peak_bytes;
+        fl_arena_reset(&scratch);
         int64_t before = s->emitted;
         if ((rc = s->vt->apply(s, sink, err)))
             goto done;
@@ -160,6 +167,7 @@ fl_status fl_engine_run(fl_scheduler *s, fl_denoiser *d, const fl_frame_sink *si
             goto done;
     }
 done:
+    fl_arena_free(&scratch);
     free(order);
     fl_tensor_release(&exact);
     if (stats)

@@ -13,6 +13,7 @@ typedef struct fl_engine_stats {
     int64_t windows;      /* denoiser window calls (eval only, not the oracle's) */
     int64_t frame_evals;
     int64_t emitted;
+    size_t scratch_peak_bytes; /* most per-iteration denoiser scratch, in this process only */
 } fl_engine_stats;
 
 /* Per queue position: the relative noise-prediction error of the model against its exact
@@ -51,6 +52,9 @@ typedef struct fl_engine_opts {
     /* Totals of an earlier part of the same run (resume): counting continues from them.
      * NULL: from zero. */
     const fl_engine_stats *start;
+    /* Where the per-iteration scratch arena takes its blocks (NULL: the default allocator);
+     * tests pass a counting one to see that steady-state iterations allocate nothing. */
+    const fl_allocator *scratch_alloc;
 } fl_engine_opts;
 
 /* Runs s with d until s has emitted all its frames, handing each to sink. opts may be

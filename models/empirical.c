@@ -315,23 +315,25 @@ fl_status fl_empirical_new(const fl_empirical_opts *o, const fl_clips *data, fl_
 
 /* ---- evaluation --------------------------------------------------------------------- */
 
-/* Scratch of one call (nothing is kept between calls: eval is pure and reentrant). */
+/* Scratch of one call, from the caller's arena (nothing is kept between calls: eval is pure
+ * and reentrant). */
 typedef struct scratch {
     float *yc, *P, *Wt, *x0;
     double *logit, *pen, *dots; /* [nw, N], [N], [N, n] */
     uint8_t *cand;              /* [N] */
 } scratch;
 
-static void scratch_free(scratch *s)
+/* count elements of size bytes from the arena, zeroed when asked; NULL on overflow or
+ * when the arena's allocator fails. */
+static void *take(fl_arena *a, size_t count, size_t size, int zero)
 {
-    free(s->yc);
-    free(s->P);
-    free(s->Wt);
-    free(s->x0);
-    free(s->logit);
-    free(s->pen);
-    free(s->dots);
-    free(s->cand);
+    size_t bytes;
+    if (fl_mul_overflows(count ? count : 1, size, &bytes))
+        return NULL;
+    void *p = fl_arena_alloc(a, bytes, 0);
+    if (p && zero)
+        memset(p, 0, bytes);
+    return p;
 }
 
 /* Logits from the dot products (s->dots), the frame norms and the penalties (s->pen, +inf:
@@ -402,7 +404,8 @@ static int64_t softmax(double *l, int64_t N)
 /* The posterior for window x. mode / tau as eval uses them. With out == NULL only the
  * weights for output frame wframe are computed, into wout [N]. */
 static fl_status run(empirical *e, const fl_tensor *x, const fl_level *levels, const int32_t *cond,
-                     int mode, double tau, float *out, int wframe, double *wout, fl_error *err)
+                     int mode, double tau, float *out, int wframe, double *wout, fl_arena *arena,
+                     fl_error *err)
 {
     if (fl_tensor_device(x).kind != FL_DEVICE_CPU)
         return fl_error_set(err, FL_E_DEVICE, "empirical: window must be on the CPU");
@@ -443,20 +446,18 @@ static fl_status run(empirical *e, const fl_tensor *x, const fl_level *levels, c
             var[j] = EMP_VMIN;
     }
     scratch s = { 0 };
-    s.yc = malloc((size_t)n * D * sizeof *s.yc);
-    s.P = malloc((size_t)T * n * sizeof *s.P);
-    s.logit = malloc((size_t)nw * N * sizeof *s.logit);
-    s.pen = calloc((size_t)N, sizeof *s.pen);
-    s.dots = malloc((size_t)N * n * sizeof *s.dots);
-    s.cand = malloc((size_t)N);
+    s.yc = take(arena, (size_t)n * D, sizeof *s.yc, 0);
+    s.P = take(arena, (size_t)T * n, sizeof *s.P, 0);
+    s.logit = take(arena, (size_t)nw * N, sizeof *s.logit, 0);
+    s.pen = take(arena, (size_t)N, sizeof *s.pen, 1);
+    s.dots = take(arena, (size_t)N * n, sizeof *s.dots, 0);
+    s.cand = take(arena, (size_t)N, 1, 0);
     if (out) {
-        s.Wt = calloc((size_t)T * n, sizeof *s.Wt);
-        s.x0 = calloc((size_t)n * D, sizeof *s.x0);
+        s.Wt = take(arena, (size_t)T * n, sizeof *s.Wt, 1);
+        s.x0 = take(arena, (size_t)n * D, sizeof *s.x0, 1);
     }
-    if (!s.yc || !s.P || !s.logit || !s.pen || !s.dots || !s.cand || (out && (!s.Wt || !s.x0))) {
-        scratch_free(&s);
+    if (!s.yc || !s.P || !s.logit || !s.pen || !s.dots || !s.cand || (out && (!s.Wt || !s.x0)))
         return fl_error_set(err, FL_E_NOMEM, "empirical: out of memory for a window of %d frames", n);
-    }
     /* Centre the window as the frames are centred: y_j - a_j mu. */
     const float *xs = fl_tensor_data(x);
     for (int j = 0; j < n; j++)
@@ -537,7 +538,6 @@ static fl_status run(empirical *e, const fl_tensor *x, const fl_level *levels, c
     }
     if (!out) {
         memcpy(wout, s.logit + (size_t)(per_frame ? wframe : 0) * N, (size_t)N * sizeof *wout);
-        scratch_free(&s);
         return FL_OK;
     }
 
@@ -582,26 +582,27 @@ static fl_status run(empirical *e, const fl_tensor *x, const fl_level *levels, c
                                                         : eps);
         }
     }
-    scratch_free(&s);
     return FL_OK;
 }
 
 static fl_status empirical_eval(fl_denoiser *d, const fl_tensor *x, const fl_level *levels,
-                                const int32_t *cond, fl_tensor *out, fl_error *err)
+                                const int32_t *cond, fl_tensor *out, fl_arena *arena, fl_error *err)
 {
     empirical *e = (empirical *)d;
     if (fl_tensor_device(out).kind != FL_DEVICE_CPU)
         return fl_error_set(err, FL_E_DEVICE, "empirical: output must be on the CPU");
-    return run(e, x, levels, cond, e->o.mismatch, e->o.temperature, fl_tensor_data(out), 0, NULL, err);
+    return run(e, x, levels, cond, e->o.mismatch, e->o.temperature, fl_tensor_data(out), 0, NULL,
+               arena, err);
 }
 
 static fl_status empirical_eval_exact(fl_denoiser *d, const fl_tensor *x, const fl_level *levels,
-                                      const int32_t *cond, fl_tensor *out, fl_error *err)
+                                      const int32_t *cond, fl_tensor *out, fl_arena *arena,
+                                      fl_error *err)
 {
     if (fl_tensor_device(out).kind != FL_DEVICE_CPU)
         return fl_error_set(err, FL_E_DEVICE, "empirical: output must be on the CPU");
     return run((empirical *)d, x, levels, cond, FL_EMPIRICAL_EXACT, 1.0, fl_tensor_data(out), 0,
-               NULL, err);
+               NULL, arena, err);
 }
 
 static const fl_denoiser_vt empirical_vt = { "empirical", empirical_eval, empirical_eval_exact,
@@ -618,10 +619,14 @@ fl_status fl_empirical_weights(fl_denoiser *d, const fl_tensor *x, const fl_leve
     fl_tensor tmp = FL_TENSOR_NULL;
     fl_status st = fl_tensor_empty(&tmp, FL_F32, 4, x->shape, NULL, err);
     if (!st)
-        st = fl_denoiser_eval(d, x, levels, cond, &tmp, err); /* validates the window */
+        st = fl_denoiser_eval(d, x, levels, cond, &tmp, NULL, err); /* validates the window */
     fl_tensor_release(&tmp);
     if (st)
         return st;
     empirical *e = (empirical *)d;
-    return run(e, x, levels, cond, e->o.mismatch, e->o.temperature, NULL, frame, w, err);
+    fl_arena arena;
+    fl_arena_init(&arena, NULL, 0);
+    st = run(e, x, levels, cond, e->o.mismatch, e->o.temperature, NULL, frame, w, &arena, err);
+    fl_arena_free(&arena);
+    return st;
 }

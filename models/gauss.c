@@ -80,6 +80,15 @@ static void *xalloc(size_t count, size_t size)
 
 static void xfree(void *p, size_t count, size_t size) { fl_free(NULL, p, (count ? count : 1) * size); }
 
+/* count elements of size bytes of per-call scratch from the caller's arena (uninitialised). */
+static void *take(fl_arena *a, size_t count, size_t size)
+{
+    size_t bytes;
+    if (fl_mul_overflows(count ? count : 1, size, &bytes))
+        return NULL;
+    return fl_arena_alloc(a, bytes, FL_ALIGN);
+}
+
 static double theta_of(const gauss *g, int ky_index, int kx_index)
 {
     /* Phase in cycles first, reduced to [-1/2, 1/2], so large drifts keep full precision. */
@@ -484,7 +493,7 @@ static fl_status build_gains(const gauss *g, int n, const double *pa, const doub
 }
 
 static fl_status gauss_run(gauss *g, const fl_tensor *x, const fl_level *levels, int mode,
-                           fl_tensor *out, fl_error *err)
+                           fl_tensor *out, fl_arena *scratch, fl_error *err)
 {
     if (fl_tensor_device(x).kind != FL_DEVICE_CPU || fl_tensor_device(out).kind != FL_DEVICE_CPU)
         return fl_error_set(err, FL_E_DEVICE, "gauss: window and output must be on the CPU");
@@ -493,15 +502,13 @@ static fl_status gauss_run(gauss *g, const fl_tensor *x, const fl_level *levels,
     size_t nimg = (size_t)n * (size_t)C;
     size_t rcount = nimg * (size_t)g->rstride, ccount = nimg * (size_t)g->cstride * 2;
     size_t gcount = (size_t)g->ngroups * (size_t)n * (size_t)n, wcount = 3 * (size_t)n * n + 6 * (size_t)n;
-    double *rbuf = xalloc(rcount, sizeof(double));
-    double *cbuf = xalloc(ccount, sizeof(double));
-    double *gm = xalloc(gcount, sizeof(double));
-    double *work = xalloc(wcount, sizeof(double));
+    double *rbuf = take(scratch, rcount, sizeof(double));
+    double *cbuf = take(scratch, ccount, sizeof(double));
+    double *gm = take(scratch, gcount, sizeof(double));
+    double *work = take(scratch, wcount, sizeof(double));
+    if (!rbuf || !cbuf || !gm || !work)
+        return fl_error_set(err, FL_E_NOMEM, "gauss: out of memory for a window of %d frames", n);
     fl_status st = FL_OK;
-    if (!rbuf || !cbuf || !gm || !work) {
-        st = fl_error_set(err, FL_E_NOMEM, "gauss: out of memory for a window of %d frames", n);
-        goto done;
-    }
     /* The levels the posterior assumes (own: per frame, each frame's row from its own
      * uniform-level posterior; mean: the pretend level), which are also the levels the
      * emitted eps / v are expressed in. */
@@ -527,7 +534,7 @@ static fl_status gauss_run(gauss *g, const fl_tensor *x, const fl_level *levels,
         }
     }
     if ((st = build_gains(g, n, pa, ps, mode != FL_GAUSS_EXACT, gm, work, err)))
-        goto done;
+        return st;
 
     /* Forward transforms (unnormalised: the map is linear, so one 1/HW at the end). */
     const float *xs = fl_tensor_data(x);
@@ -602,27 +609,22 @@ static fl_status gauss_run(gauss *g, const fl_tensor *x, const fl_level *levels,
             break;
         }
     }
-done:
-    xfree(rbuf, rcount, sizeof(double));
-    xfree(cbuf, ccount, sizeof(double));
-    xfree(gm, gcount, sizeof(double));
-    xfree(work, wcount, sizeof(double));
     return st;
 }
 
 static fl_status gauss_eval(fl_denoiser *d, const fl_tensor *x, const fl_level *levels,
-                            const int32_t *cond, fl_tensor *out, fl_error *err)
+                            const int32_t *cond, fl_tensor *out, fl_arena *scratch, fl_error *err)
 {
     (void)cond;
     gauss *g = (gauss *)d;
-    return gauss_run(g, x, levels, g->o.mismatch, out, err);
+    return gauss_run(g, x, levels, g->o.mismatch, out, scratch, err);
 }
 
 static fl_status gauss_eval_exact(fl_denoiser *d, const fl_tensor *x, const fl_level *levels,
-                                  const int32_t *cond, fl_tensor *out, fl_error *err)
+                                  const int32_t *cond, fl_tensor *out, fl_arena *scratch, fl_error *err)
 {
     (void)cond;
-    return gauss_run((gauss *)d, x, levels, FL_GAUSS_EXACT, out, err);
+    return gauss_run((gauss *)d, x, levels, FL_GAUSS_EXACT, out, scratch, err);
 }
 
 static const fl_denoiser_vt gauss_vt = { "gauss", gauss_eval, gauss_eval_exact, gauss_free };

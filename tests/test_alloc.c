@@ -525,18 +525,48 @@ static void test_arena_reset_keeps_one_block(void **state)
     for (int i = 0; i < 10; i++)
         assert_non_null(fl_arena_alloc(&a, 200, 0));
     assert_true(fa.live_blocks > 3);
+    size_t used = a.used_bytes;
     fl_arena_reset(&a);
     assert_int_equal(a.used_bytes, 0);
     assert_int_equal(fa.live_blocks, 1);
     assert_int_equal(a.reserved_bytes, fa.live_bytes);
-    assert_true(a.reserved_bytes >= 50000); /* the largest block was kept */
-    /* the kept block serves the next iteration without asking the allocator */
+    assert_true(a.reserved_bytes >= used); /* one block for all the iteration used */
+    /* the kept block serves the same iteration again without asking the allocator */
     size_t allocs = fa.total_allocs;
+    for (int i = 0; i < 30; i++)
+        assert_non_null(fl_arena_alloc(&a, 200, 0));
     unsigned char *p = fl_arena_alloc(&a, 50000, 0);
     assert_non_null(p);
     memset(p, 2, 50000);
+    for (int i = 0; i < 10; i++)
+        assert_non_null(fl_arena_alloc(&a, 200, 0));
     assert_int_equal(fa.total_allocs, allocs);
+    assert_int_equal(fa.live_blocks, 1);
     assert_true(a.used_bytes >= 50000);
+    /* the peak counts, not what is left after a rewind: 3 x 40000 held at once, then
+     * rewound, is served next time from one block */
+    fl_arena_reset(&a);
+    fl_arena_mark m = fl_arena_get_mark(&a);
+    for (int i = 0; i < 3; i++)
+        assert_non_null(fl_arena_alloc(&a, 40000, 16));
+    fl_arena_rewind(&a, m);
+    fl_arena_reset(&a);
+    assert_int_equal(fa.live_blocks, 1);
+    assert_true(a.reserved_bytes >= 120000);
+    allocs = fa.total_allocs;
+    for (int i = 0; i < 3; i++)
+        assert_non_null(fl_arena_alloc(&a, 40000, 16));
+    assert_int_equal(fa.total_allocs, allocs);
+    /* when the one big block cannot be had, reset still succeeds and keeps the largest */
+    assert_non_null(fl_arena_alloc(&a, 200000, 0)); /* a second block */
+    fa.fail_after = 0;
+    size_t largest = 200000;
+    fl_arena_reset(&a);
+    assert_int_equal(fa.live_blocks, 1);
+    assert_true(a.reserved_bytes >= largest && a.reserved_bytes < largest + 4096);
+    check_arena_books(&a, &fa);
+    fa.fail_after = -1;
+    allocs = fa.total_allocs;
     for (int iter = 0; iter < 5; iter++) {
         fl_arena_reset(&a);
         for (int i = 0; i < 100; i++)

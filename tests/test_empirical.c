@@ -252,7 +252,7 @@ static void test_gemm_matches_reference(void **state)
                 }
                 noisy_clip(&w, c, (int64_t)(splitmix64(&seed) % (uint64_t)c->nclips), &seed);
                 fl_error err;
-                expect_ok(fl_denoiser_eval(d, &w.x, w.lv, w.cond, &w.out, &err), &err, "eval");
+                expect_ok(fl_denoiser_eval(d, &w.x, w.lv, w.cond, &w.out, NULL, &err), &err, "eval");
                 reference(c, &o, words, &w, mode, o.temperature, ref);
                 double diff = max_diff(&w, ref);
                 /* eps divides x0's rounding by sigma: compare on the x0 scale */
@@ -313,7 +313,7 @@ static void test_nearest_clip_at_tiny_noise(void **state)
             }
         }
         fl_error err;
-        expect_ok(fl_denoiser_eval(d, &w.x, w.lv, NULL, &w.out, &err), &err, "eval");
+        expect_ok(fl_denoiser_eval(d, &w.x, w.lv, NULL, &w.out, NULL, &err), &err, "eval");
         const float *out = fl_tensor_data(&w.out);
         for (int j = 0; j < 4; j++)
             for (int k = 0; k < w.D; k++)
@@ -359,7 +359,7 @@ static void test_mean_at_huge_noise(void **state)
         for (int j = 0; j < 4; j++)
             w.cond[j] = pass - 1;
         fl_error err;
-        expect_ok(fl_denoiser_eval(d, &w.x, w.lv, w.cond, &w.out, &err), &err, "eval");
+        expect_ok(fl_denoiser_eval(d, &w.x, w.lv, w.cond, &w.out, NULL, &err), &err, "eval");
         const float *out = fl_tensor_data(&w.out);
         for (int j = 0; j < 4; j++)
             for (int k = 0; k < w.D; k += 7) {
@@ -438,7 +438,7 @@ static void test_per_frame_conditions(void **state)
     assert_true(wt[green_square] > 0);
     /* out-of-range condition */
     w.cond[2] = 3;
-    fl_status st = fl_denoiser_eval(d, &w.x, w.lv, w.cond, &w.out, &err);
+    fl_status st = fl_denoiser_eval(d, &w.x, w.lv, w.cond, &w.out, NULL, &err);
     assert_int_equal(st, FL_E_RANGE);
     assert_non_null(strstr(fl_error_msg(&err), "frame 2"));
     fl_denoiser_free(d);
@@ -477,9 +477,9 @@ static void test_mismatch_modes(void **state)
     for (int j = 0; j < 4; j++)
         w.lv[j] = vp(0.4);
     noisy_clip(&w, c, 17, &seed);
-    expect_ok(fl_denoiser_eval(d[0], &w.x, w.lv, NULL, &w.out, &err), &err, "exact");
+    expect_ok(fl_denoiser_eval(d[0], &w.x, w.lv, NULL, &w.out, NULL, &err), &err, "exact");
     for (int m = 1; m < 3; m++) {
-        expect_ok(fl_denoiser_eval(d[m], &w.x, w.lv, NULL, &w2.out, &err), &err, "mode");
+        expect_ok(fl_denoiser_eval(d[m], &w.x, w.lv, NULL, &w2.out, NULL, &err), &err, "mode");
         const float *a = fl_tensor_data(&w.out), *b = fl_tensor_data(&w2.out);
         for (int k = 0; k < 4 * w.D; k++)
             assert_true(fabs(a[k] - b[k]) < 1e-5);
@@ -489,23 +489,23 @@ static void test_mismatch_modes(void **state)
     for (int j = 0; j < 4; j++)
         w.lv[j] = vp(0.2 + 0.2 * j);
     noisy_clip(&w, c, 40, &seed);
-    expect_ok(fl_denoiser_eval(d[1], &w.x, w.lv, NULL, &w.out, &err), &err, "own");
+    expect_ok(fl_denoiser_eval(d[1], &w.x, w.lv, NULL, &w.out, NULL, &err), &err, "own");
     const float *own = fl_tensor_data(&w.out);
     memcpy(fl_tensor_data(&w2.x), fl_tensor_data(&w.x), (size_t)4 * w.D * sizeof(float));
     for (int j = 0; j < 4; j++) {
         for (int l = 0; l < 4; l++)
             w2.lv[l] = w.lv[j];
-        expect_ok(fl_denoiser_eval(d[0], &w2.x, w2.lv, NULL, &w2.out, &err), &err, "exact at j");
+        expect_ok(fl_denoiser_eval(d[0], &w2.x, w2.lv, NULL, &w2.out, NULL, &err), &err, "exact at j");
         const float *ex = fl_tensor_data(&w2.out);
         for (int k = 0; k < w.D; k++)
             assert_true(fabs(own[(size_t)j * w.D + k] - ex[(size_t)j * w.D + k]) < 1e-5);
     }
-    expect_ok(fl_denoiser_eval(d[0], &w.x, w.lv, NULL, &w2.out, &err), &err, "exact");
+    expect_ok(fl_denoiser_eval(d[0], &w.x, w.lv, NULL, &w2.out, NULL, &err), &err, "exact");
     double differ = 0;
     for (int m = 1; m < 3; m++) {
-        expect_ok(fl_denoiser_eval_exact(d[m], &w.x, w.lv, NULL, &w.out, &err), &err, "eval_exact");
+        expect_ok(fl_denoiser_eval_exact(d[m], &w.x, w.lv, NULL, &w.out, NULL, &err), &err, "eval_exact");
         assert_memory_equal(fl_tensor_data(&w.out), fl_tensor_data(&w2.out), (size_t)4 * w.D * sizeof(float));
-        expect_ok(fl_denoiser_eval(d[m], &w.x, w.lv, NULL, &w.out, &err), &err, "eval");
+        expect_ok(fl_denoiser_eval(d[m], &w.x, w.lv, NULL, &w.out, NULL, &err), &err, "eval");
         const float *a = fl_tensor_data(&w.out), *b = fl_tensor_data(&w2.out);
         for (int k = 0; k < 4 * w.D; k++)
             differ = fabs(a[k] - b[k]) > differ ? fabs(a[k] - b[k]) : differ;
@@ -517,7 +517,7 @@ static void test_mismatch_modes(void **state)
     ws.lv[0] = fl_level_clean();
     ws.lv[1] = vp(0.3);
     noisy_clip(&ws, c, 3, &seed);
-    expect_ok(fl_denoiser_eval(d[0], &ws.x, ws.lv, NULL, &ws.out, &err), &err, "short");
+    expect_ok(fl_denoiser_eval(d[0], &ws.x, ws.lv, NULL, &ws.out, NULL, &err), &err, "short");
     window_free(&ws);
     for (int m = 0; m < 3; m++)
         fl_denoiser_free(d[m]);

@@ -72,13 +72,13 @@ static float *fdata(const fl_tensor *t) { return fl_tensor_data(t); }
 static void eval(fl_denoiser *d, const fl_tensor *x, const fl_level *lv, fl_tensor *out)
 {
     fl_error err;
-    expect_ok(fl_denoiser_eval(d, x, lv, NULL, out, &err), &err, "fl_denoiser_eval");
+    expect_ok(fl_denoiser_eval(d, x, lv, NULL, out, NULL, &err), &err, "fl_denoiser_eval");
 }
 
 static void eval_exact(fl_denoiser *d, const fl_tensor *x, const fl_level *lv, fl_tensor *out)
 {
     fl_error err;
-    expect_ok(fl_denoiser_eval_exact(d, x, lv, NULL, out, &err), &err, "fl_denoiser_eval_exact");
+    expect_ok(fl_denoiser_eval_exact(d, x, lv, NULL, out, NULL, &err), &err, "fl_denoiser_eval_exact");
 }
 
 static void fill_normal(fl_tensor *t, uint64_t *s, double scale)
@@ -793,7 +793,7 @@ static void *run_job(void *p)
     job *j = p;
     fl_error err;
     for (int r = 0; r < j->reps && j->st == FL_OK; r++)
-        j->st = fl_denoiser_eval(j->d, j->x, j->lv, NULL, &j->out, &err);
+        j->st = fl_denoiser_eval(j->d, j->x, j->lv, NULL, &j->out, NULL, &err);
     return NULL;
 }
 
@@ -847,7 +847,7 @@ static void expect_eval_error(fl_denoiser *d, const fl_tensor *x, const fl_level
                               fl_status code, const char *needle)
 {
     fl_error err;
-    fl_status st = fl_denoiser_eval(d, x, lv, NULL, out, &err);
+    fl_status st = fl_denoiser_eval(d, x, lv, NULL, out, NULL, &err);
     if (st != code || !strstr(fl_error_msg(&err), needle))
         fail_msg("expected status %d with \"%s\", got %d: %s", (int)code, needle, (int)st, fl_error_msg(&err));
 }

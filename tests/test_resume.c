@@ -182,7 +182,7 @@ static void iterate(fl_scheduler *s, fl_denoiser *d, out *o)
     if (s->vt->plan(s, &w, &nw, &err))
         fail_msg("plan: %s", fl_error_msg(&err));
     for (int k = 0; k < nw; k++)
-        if (fl_denoiser_eval(d, &w[k].x, w[k].levels, w[k].cond, &w[k].out, &err))
+        if (fl_denoiser_eval(d, &w[k].x, w[k].levels, w[k].cond, &w[k].out, NULL, &err))
             fail_msg("eval: %s", fl_error_msg(&err));
     if (s->vt->apply(s, &sink, &err))
         fail_msg("apply: %s", fl_error_msg(&err));
@@ -424,7 +424,7 @@ static void test_resume_every_iteration(void **state)
             fl_frame_sink sa = { put, &oa }, sb = { put, &ob };
             /* b's windows equal a's, so one evaluation serves both */
             for (int k = 0; k < nw; k++) {
-                if (fl_denoiser_eval(d, &w[k].x, w[k].levels, w[k].cond, &w[k].out, &err))
+                if (fl_denoiser_eval(d, &w[k].x, w[k].levels, w[k].cond, &w[k].out, NULL, &err))
                     fail_msg("eval: %s", fl_error_msg(&err));
                 memcpy(fl_tensor_data(&wb[k].out), fl_tensor_data(&w[k].out),
                        (size_t)(w[k].x.shape[0] * FS) * sizeof(float));

@@ -343,6 +343,55 @@ static void test_order_invariance(void **state)
     fl_denoiser_free(d);
 }
 
+/* The denoiser's per-iteration scratch comes from one arena the engine resets between
+ * iterations: after the first iterations have sized its block, fifo's steady state asks the
+ * allocator for nothing, with or without the oracle trace, and the arena gives all back. */
+typedef struct { fl_faultalloc *fa; size_t allocs[256]; int n; } scratch_log;
+
+static fl_status log_allocs(void *ctx, fl_scheduler *s, const fl_engine_stats *st, fl_error *err)
+{
+    (void)s;
+    (void)err;
+    scratch_log *l = ctx;
+    assert_true(st->scratch_peak_bytes > 0);
+    if (l->n < 256)
+        l->allocs[l->n++] = l->fa->total_allocs;
+    return FL_OK;
+}
+
+static void test_engine_scratch(void **state)
+{
+    (void)state;
+    fl_denoiser *d = gauss(FL_GAUSS_OWN, 0.9, 8, 2);
+    for (int traced = 0; traced < 2; traced++) {
+        arm a = { "fifo", &fl_planner_lookahead, 2, FL_FIFO_INIT_CLIP, 0, 0, DDIM1, 40, 5 };
+        fl_faultalloc fa;
+        fl_faultalloc_init(&fa, NULL, -1);
+        scratch_log l = { &fa, { 0 }, 0 };
+        fl_engine_trace tr;
+        fl_error err;
+        assert_int_equal(fl_engine_trace_init(&tr, d->window * 2, &err), FL_OK);
+        fl_engine_opts eo = { .scratch_alloc = &fa.iface, .after_iteration = log_allocs, .after_ctx = &l,
+                              .trace = traced ? &tr : NULL };
+        fl_engine_stats st;
+        float *x = run(d, &a, &eo, &st, NULL);
+        float *ref = run(d, &a, NULL, NULL, NULL); /* the default allocator: the same bits */
+        assert_memory_equal(x, ref, (size_t)(40 * 2 * 64) * sizeof(float));
+        free(x);
+        free(ref);
+        assert_true(l.n > 20);
+        assert_true(fa.total_allocs >= 1);
+        for (int i = 2; i < l.n; i++)
+            if (l.allocs[i] != l.allocs[1])
+                fail_msg("iteration %d took %zu arena blocks after iteration 1 (traced %d)", i,
+                         l.allocs[i] - l.allocs[1], traced);
+        assert_true(st.scratch_peak_bytes > 0);
+        assert_int_equal(fa.live_blocks, 0);
+        fl_engine_trace_free(&tr);
+    }
+    fl_denoiser_free(d);
+}
+
 /* The noise entering for output frame k is the same bits in fifo (any planner, any n,
  * either init) and chunked; chunked's first chunk is full's clip, bit for bit. */
 static void test_common_noise(void **state)
@@ -612,7 +661,7 @@ static void test_timeline_switch(void **state)
             int32_t want = next < 12 ? 0 : next < 17 ? 1 : 0;
             int mixed = 0;
             for (int k = 0; k < nw; k++) {
-                assert_int_equal(fl_denoiser_eval(ex.model, &w[k].x, w[k].levels, w[k].cond, &w[k].out, &err), FL_OK);
+                assert_int_equal(fl_denoiser_eval(ex.model, &w[k].x, w[k].levels, w[k].cond, &w[k].out, NULL, &err), FL_OK);
                 for (int j = 0; j < w[k].x.shape[0]; j++) {
                     if (whole)
                         assert_int_equal(w[k].cond[j], want);
@@ -636,6 +685,7 @@ int main(void)
         cmocka_unit_test(test_third_planner),
         cmocka_unit_test(test_cost_accounting),
         cmocka_unit_test(test_order_invariance),
+        cmocka_unit_test(test_engine_scratch),
         cmocka_unit_test(test_common_noise),
         cmocka_unit_test(test_full_reproduces_truth),
         cmocka_unit_test(test_fifo_keeps_process),
