@@ -474,6 +474,10 @@ static int cmd_info(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    if (argc == 2 && argv[1][0] == '-' && argv[1][1]) {
+        fprintf(stderr, "fifolab data info: unknown option '%s' (see 'fifolab data --help')\n", argv[1]);
+        return 2;
+    }
     if (argc != 2) {
         fprintf(stderr, "fifolab data info: expected one FILE (see 'fifolab data --help')\n");
         return 2;

@@ -928,6 +928,17 @@ static void print_table(const run_in *r, const out_series *s, int n, const refer
 
 /* ---- the command ---------------------------------------------------------------------------------- */
 
+/* The options of eval that take a value. */
+static int is_value_option(const char *a)
+{
+    static const char *const names[] = { "--metrics", "--ref", "--window", "--clip", "--clip-stride",
+                                         "--segment", "--pool", NULL };
+    for (int k = 0; names[k]; k++)
+        if (!strcmp(a, names[k]))
+            return 1;
+    return 0;
+}
+
 /* An int option of eval through the CLI's one parser. */
 static int parse_int(const char *opt, const char *v, int lo, int hi, int *out)
 {
@@ -995,7 +1006,7 @@ int fl_cmd_eval(int argc, char **argv)
         } else if (!strcmp(a, "--no-write")) {
             o.write = 0;
             continue;
-        } else if (a[0] == '-' && a[1] == '-' && !v) {
+        } else if (a[0] == '-' && a[1] == '-' && !v && is_value_option(a)) {
             fprintf(stderr, "fifolab eval: %s: missing its value\n", a);
             bad = 1;
         } else if (!strcmp(a, "--metrics")) {

@@ -53,12 +53,12 @@ static inline FL_HD uint16_t fl_h_f32_to_f16(float x)
             return sign;
         uint32_t m = man | 0x800000u;
         unsigned shift = (unsigned)(14 - e);
-        uint32_t half = m >> shift;
+        uint32_t bits = m >> shift; /* not "half": CUDA's headers typedef that name */
         uint32_t rem = m & ((1u << shift) - 1);
         uint32_t mid = 1u << (shift - 1);
-        if (rem > mid || (rem == mid && (half & 1)))
-            half++;
-        return (uint16_t)(sign | half); /* a carry into the exponent field is correct */
+        if (rem > mid || (rem == mid && (bits & 1)))
+            bits++;
+        return (uint16_t)(sign | bits); /* a carry into the exponent field is correct */
     }
     uint32_t h = ((uint32_t)e << 10) | (man >> 13);
     uint32_t rem = man & 0x1fffu;

@@ -204,6 +204,10 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     bool help = strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0;
     bool version = strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0;
+    if ((help || version) && argc == 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
+        usage(stdout); /* "fifolab version --help": the usage names both */
+        return 0;
+    }
     if ((help || version) && argc > 2) {
         fprintf(stderr, "fifolab %s: unexpected argument '%s'\n", cmd, argv[2]);
         return 2;

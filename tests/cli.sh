@@ -19,6 +19,13 @@ check version 0 "$bin" --version;         contains version-string "fifolab 0."
 check no-args 2 "$bin";                   contains no-args-usage "usage:"
 check version-extra 2 "$bin" --version extra; contains version-extra-named "'extra'"
 check unknown 2 "$bin" frobnicate;        contains unknown-names-it "unknown command 'frobnicate'"
+check version-help 0 "$bin" version --help; contains version-help-usage "usage:"
+check help-help 0 "$bin" help -h
+check data-info-option 2 "$bin" data info --bogus; contains data-info-option-named "unknown option '--bogus'"
+check eval-unknown-last 2 "$bin" eval somerun --bogus; contains eval-unknown-last-named 'unknown option "--bogus"'
+check eval-missing-value 2 "$bin" eval somerun --window; contains eval-missing-value-named "--window: missing its value"
+check run-index-bad 2 "$bin" run x.lua --index -1; contains run-index-bad-named '--index: expected an integer >= 0, got "-1"'
+check export-fps-bad 2 "$bin" export somerun --fps 0; contains export-fps-bad-named '--fps: expected an integer in [1, 240], got "0"'
 check backends-help 0 "$bin" backends --help
 check backends-extra 2 "$bin" backends extra; contains backends-extra-named "'extra'"
 check backends 0 "$bin" backends;         contains backends-cpu "cpu      ok"
