@@ -39,11 +39,30 @@ extern "C" int fl_cu_set_device(int device, char *msg)
     return FL_CU_OK;
 }
 
+/* Does nothing; its attributes say whether this binary has code the device can run. */
+static __global__ void probe_kernel(void) {}
+
 extern "C" int fl_cu_device_open(int device, int *async_alloc, char *msg)
 {
     *async_alloc = 0;
     CU_TRY(cudaSetDevice(device), "cudaSetDevice");
     CU_TRY(cudaFree(0), "creating the device context (cudaFree(0))");
+    /* A GPU older than the build's CUDA_ARCH has no kernel image: say so at open, with the
+     * compute capability, rather than failing in the first op. */
+    cudaFuncAttributes fa;
+    cudaError_t pe = cudaFuncGetAttributes(&fa, probe_kernel);
+    if (pe != cudaSuccess) {
+        (void)cudaGetLastError();
+        int major = 0, minor = 0;
+        (void)cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+        (void)cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+        if (msg)
+            snprintf(msg, FL_CU_MSG_MAX,
+                     "this build has no kernels for compute capability %d.%d (%s); rebuild with "
+                     "CUDA_ARCH='-gencode arch=compute_%d%d,code=sm_%d%d'",
+                     major, minor, cudaGetErrorString(pe), major, minor, major, minor);
+        return FL_CU_E_DEVICE;
+    }
     int pools = 0;
     CU_TRY(cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device),
            "cudaDeviceGetAttribute(MemoryPoolsSupported)");
