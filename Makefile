@@ -130,6 +130,14 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(LIB)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS_ALL) $^ -o $@ $(LDLIBS_ALL)
 
+# test_oom fails the library's allocations one by one: every malloc-family call of the
+# objects linked statically (libfifolab.a, the test) goes through its wrappers.
+OOM_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free,--wrap=strdup,--wrap=strndup \
+            -Wl,--wrap=aligned_alloc,--wrap=posix_memalign,--wrap=realpath
+$(BUILD)/tests/test_oom: $(BUILD)/tests/test_oom.o $(LIB)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS_ALL) $^ -o $@ $(OOM_WRAP) $(LDLIBS_ALL)
+
 # Every suite runs even when an earlier one fails; the last line totals them all.
 RUN_SUITES = FL_CLI_BIN=$(BUILD)/fifolab sh scripts/run-tests.sh $(TEST_BIN) tests/cli.sh tests/runs.sh tests/default.sh tests/video.sh tests/import.sh tests/eval.sh tests/notebooks.sh
 

@@ -166,7 +166,9 @@ fl_status fl_h5_get_attr_str(hid_t obj, const char *name, char *buf, size_t size
         } else {
             size_t n = H5Tget_size(ft);
             char *tmp = calloc(n + 1, 1);
-            if (!tmp || H5Aread(a, ft, tmp) < 0)
+            if (!tmp)
+                st = fl_error_set(err, FL_E_NOMEM, "attribute %s: out of memory for %zu bytes", name, n + 1);
+            else if (H5Aread(a, ft, tmp) < 0)
                 st = fl_error_set(err, FL_E_FORMAT, "attribute %s: cannot read", name);
             else
                 snprintf(buf, size, "%s", tmp);
@@ -246,7 +248,9 @@ fl_status fl_h5_read_text(hid_t loc, const char *name, char **out, fl_error *err
     } else {
         size_t n = H5Tget_size(ft);
         *out = calloc(n + 1, 1);
-        if (!*out || H5Dread(d, ft, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out) < 0) {
+        if (!*out) {
+            st = fl_error_set(err, FL_E_NOMEM, "dataset %s: out of memory for %zu bytes", name, n + 1);
+        } else if (H5Dread(d, ft, H5S_ALL, H5S_ALL, H5P_DEFAULT, *out) < 0) {
             free(*out);
             *out = NULL;
             st = fl_error_set(err, FL_E_FORMAT, "dataset %s: cannot read", name);
@@ -501,7 +505,10 @@ static herr_t load_one(hid_t g, const char *h5name, const H5L_info_t *info, void
     void *buf = n > 0 ? malloc((size_t)n * fl_state_type_size(t)) : NULL;
     if ((cls != H5T_FLOAT && cls != H5T_INTEGER) || H5Sget_simple_extent_ndims(sp) != 1 || n < 0)
         c->rc = fl_error_set(c->err, FL_E_FORMAT, "%s: entry %s: not a 1-D numeric array", c->path, name);
-    else if (n > 0 && (!buf || H5Dread(d, state_h5_type(t), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0))
+    else if (n > 0 && !buf)
+        c->rc = fl_error_set(c->err, FL_E_NOMEM, "%s: entry %s: out of memory for %lld values", c->path, name,
+                             (long long)n);
+    else if (n > 0 && H5Dread(d, state_h5_type(t), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
         c->rc = fl_error_set(c->err, FL_E_FORMAT, "%s: entry %s: cannot read", c->path, name);
     else
         c->rc = fl_state_put(c->st, name, t, buf, (int64_t)n, c->err);

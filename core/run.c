@@ -479,8 +479,13 @@ static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, const char *script,
     if (fl_fifo_schedule(s, &Q, &ctx, NULL, NULL, NULL) == FL_OK) {
         lv = malloc((size_t)Q * sizeof *lv);
         step = malloc((size_t)Q * sizeof *step);
-        if (lv && step)
-            fl_fifo_schedule(s, &Q, &ctx, lv, step, NULL);
+        if (!lv || !step) {
+            free(lv);
+            free(step);
+            st = fl_error_set(err, FL_E_NOMEM, "%s: out of memory for the schedule of %d positions", target, Q);
+            goto out;
+        }
+        fl_fifo_schedule(s, &Q, &ctx, lv, step, NULL);
     }
     const fl_cfg *pn = fl_cfg_lookup(cfg, "scheduler.planner.partitions");
     fl_runfile_info info = {
@@ -648,17 +653,24 @@ static fl_status existing_open(const char *path, existing *e, fl_error *err)
     fl_error ignore;
     fl_h5_get_attr_i64(e->file, "created_unix", &e->created, &ignore);
     fl_h5_get_attr_i64(e->file, "resumed", &e->resumed, &ignore);
+    /* The script and its path are optional, but one that is there must be read: a resume
+     * copies them into the rebuilt file. */
     fl_h5_lock();
     if (H5Lexists(e->file, "config/script", H5P_DEFAULT) > 0)
-        fl_h5_read_text(e->file, "config/script", &e->script, &ignore);
-    hid_t g = H5Gopen2(e->file, "config", H5P_DEFAULT);
+        st = fl_h5_read_text(e->file, "config/script", &e->script, err);
+    hid_t g = st ? -1 : H5Gopen2(e->file, "config", H5P_DEFAULT);
     if (g >= 0) {
         char sp[PATH_MAX_LEN];
-        if (!fl_h5_get_attr_str(g, "script_path", sp, sizeof sp, &ignore))
-            e->script_path = strdup(sp);
+        if (H5Aexists(g, "script_path") > 0 && !(st = fl_h5_get_attr_str(g, "script_path", sp, sizeof sp, err)) &&
+            !(e->script_path = strdup(sp)))
+            st = fl_error_set(err, FL_E_NOMEM, "out of memory for the script path");
         H5Gclose(g);
     }
     fl_h5_unlock();
+    if (st) {
+        existing_free(e);
+        return fl_error_prefix(err, "%s", path);
+    }
     return FL_OK;
 }
 

@@ -1551,9 +1551,13 @@ fl_status fl_script_load(const char *path, const fl_script_limits *limits, fl_sc
                             path, strerror(errno));
     out->source = text;
     out->path = strdup(path);
+    errno = 0;
     char *dir = dir_of(path), *real = realpath(path, NULL);
-    fl_status st = out->path && dir ? load(path, text, len, dir, real, limits, out, err)
-                                    : fl_error_set(err, FL_E_NOMEM, "%s: out of memory", path);
+    /* real may be NULL for a path realpath cannot resolve (then the include-cycle check goes
+     * by the names given), but not for want of memory */
+    fl_status st = out->path && dir && (real || errno != ENOMEM)
+                       ? load(path, text, len, dir, real, limits, out, err)
+                       : fl_error_set(err, FL_E_NOMEM, "%s: out of memory", path);
     free(dir);
     free(real);
     if (st)

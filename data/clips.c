@@ -384,7 +384,9 @@ static fl_status read_locked(hid_t f, const char *path, fl_clips **out, fl_error
         hid_t stype = vlen_str_type();
         char **raw = calloc((size_t)c->ncaptions, sizeof *raw);
         hid_t dc = raw && stype >= 0 ? H5Dopen2(f, "captions", H5P_DEFAULT) : -1;
-        if (dc < 0 || H5Dread(dc, stype, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) < 0) {
+        if (!raw) {
+            st = fl_error_set(err, FL_E_NOMEM, "%s: out of memory for %d captions", path, c->ncaptions);
+        } else if (dc < 0 || H5Dread(dc, stype, H5S_ALL, H5S_ALL, H5P_DEFAULT, raw) < 0) {
             st = fl_error_set(err, FL_E_FORMAT, "%s: cannot read /captions as strings", path);
         } else {
             for (int k = 0; k < c->ncaptions && !st; k++) {
@@ -409,8 +411,9 @@ static fl_status read_locked(hid_t f, const char *path, fl_clips **out, fl_error
     }
     if (!st && H5Aexists(f, "generator") > 0) {
         char gen[1024];
-        if (fl_h5_get_attr_str(f, "generator", gen, sizeof gen, NULL) == FL_OK)
-            c->generator = strdup(gen);
+        if (fl_h5_get_attr_str(f, "generator", gen, sizeof gen, NULL) == FL_OK &&
+            !(c->generator = strdup(gen)))
+            st = fl_error_set(err, FL_E_NOMEM, "%s: out of memory for the generator text", path);
     }
     if (!st && (st = fl_clips_check(c, err)))
         fl_error_prefix(err, "%s", path);

@@ -262,7 +262,7 @@ fl_status fl_empirical_new(const fl_empirical_opts *o, const fl_clips *data, fl_
         free(acc);
         empirical_free(&e->base);
         return fl_error_set(err, FL_E_NOMEM, "empirical: out of memory for %lld frames of %dx%d",
-                            (long long)e->T, data->height, data->width);
+                            (long long)T, data->height, data->width);
     }
     /* [H, W, 3] bytes -> [3, H, W] in [-1, 1], the latent layout of the window */
     for (size_t t = 0; t < T; t++) {

@@ -424,6 +424,115 @@ static void test_bulk_conversions(void **state)
     fl_f32_to_f16_n(src, h, 0); /* n = 0 touches nothing */
 }
 
+/* ---- NaN payloads --------------------------------------------------------------------- */
+
+/* Narrowing an f32 NaN keeps its sign and the top of its payload (f16: f32 bits 21..13 as
+ * bits 8..0; bf16: f32 bits 21..16 as bits 5..0) and sets the quiet bit (f16 0x200, bf16
+ * 0x40), so it can never become infinity. Widening keeps every bit: the payload moves up,
+ * the quiet bit stays where it was, a signalling NaN stays signalling. Hence a quiet
+ * f16/bf16 NaN -> f32 -> back is the identity, and a signalling one comes back quieted with
+ * its payload. The same holds through double (fl_dtype_load/store, what "cpu-ref"'s
+ * conversions use), which quiets on the way but keeps the payload. */
+static void test_nan_payloads(void **state)
+{
+    (void)state;
+    /* worked by hand from the bit layouts */
+    static const struct {
+        uint32_t f32;
+        uint16_t f16, bf16;
+    } cases[] = {
+        { 0x7fc00000u, 0x7e00u, 0x7fc0u }, /* the default quiet NaN */
+        { 0xffc00000u, 0xfe00u, 0xffc0u }, /* negative */
+        { 0x7fffe000u, 0x7fffu, 0x7fffu }, /* every payload bit f16 can hold */
+        { 0x7fffffffu, 0x7fffu, 0x7fffu }, /* ...and the bits below them dropped */
+        { 0xffbfe000u, 0xffffu, 0xffffu }, /* signalling, full f16 payload: quieted */
+        { 0x7fa5a000u, 0x7f2du, 0x7fe5u }, /* signalling, payload 0x25a000 */
+        { 0x7fd55555u, 0x7eaau, 0x7fd5u }, /* alternating bits */
+        { 0x7f8a0000u, 0x7e50u, 0x7fcau }, /* signalling, payload in bf16's range */
+        { 0xff810000u, 0xfe08u, 0xffc1u }, /* signalling, lowest bf16 payload bit */
+        { 0x7f802000u, 0x7e01u, 0x7fc0u }, /* signalling, lowest f16 payload bit */
+        { 0x7f800001u, 0x7e00u, 0x7fc0u }, /* signalling, payload below both: quiet NaN, not inf */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        float x = bits_f32(cases[i].f32);
+        uint16_t h = fl_f32_to_f16(x), b = fl_f32_to_bf16(x);
+        if (h != cases[i].f16 || b != cases[i].bf16)
+            fail_msg("f32 NaN 0x%08x -> f16 0x%04x (want 0x%04x), bf16 0x%04x (want 0x%04x)",
+                     (unsigned)cases[i].f32, h, cases[i].f16, b, cases[i].bf16);
+    }
+    /* every f32 NaN, both signs: sign, quiet bit and the kept payload bits */
+    for (uint32_t s = 0; s < 2; s++)
+        for (uint32_t m = 1; m <= 0x7fffffu; m++) {
+            uint32_t u = s << 31 | 0x7f800000u | m;
+            float x = bits_f32(u);
+            uint16_t h = fl_f32_to_f16(x), b = fl_f32_to_bf16(x);
+            uint16_t wh = (uint16_t)(s << 15 | 0x7c00u | 0x200u | ((m >> 13) & 0x1ffu));
+            uint16_t wb = (uint16_t)(s << 15 | 0x7f80u | 0x40u | ((m >> 16) & 0x3fu));
+            if (h != wh || b != wb)
+                fail_msg("f32 NaN 0x%08x -> f16 0x%04x (want 0x%04x), bf16 0x%04x (want 0x%04x)",
+                         (unsigned)u, h, wh, b, wb);
+            /* a NaN whose payload fits comes back whole from a quiet narrow one */
+            if ((m & 0x400000u) && !(m & 0x1fffu) && f32_bits(fl_f16_to_f32(h)) != u)
+                fail_msg("f32 NaN 0x%08x -> f16 0x%04x -> 0x%08x", (unsigned)u, h,
+                         (unsigned)f32_bits(fl_f16_to_f32(h)));
+            if ((m & 0x400000u) && !(m & 0xffffu) && f32_bits(fl_bf16_to_f32(b)) != u)
+                fail_msg("f32 NaN 0x%08x -> bf16 0x%04x -> 0x%08x", (unsigned)u, b,
+                         (unsigned)f32_bits(fl_bf16_to_f32(b)));
+        }
+    /* every f16 and bf16 NaN: widening keeps every bit; back is the identity when quiet */
+    int quiet16 = 0, quietbf = 0;
+    for (uint32_t v = 0; v <= 0xffffu; v++) {
+        uint16_t h = (uint16_t)v;
+        if (f16_is_nan(h)) {
+            uint32_t want = (v & 0x8000u) << 16 | 0x7f800000u | (v & 0x3ffu) << 13;
+            float f = fl_f16_to_f32(h);
+            uint16_t back = fl_f32_to_f16(f);
+            uint16_t back_d;
+            fl_dtype_store(FL_F16, &back_d, 0, fl_dtype_load(FL_F16, &h, 0)); /* through double */
+            if (f32_bits(f) != want)
+                fail_msg("f16 NaN 0x%04x widened to 0x%08x, want 0x%08x", (unsigned)v,
+                         (unsigned)f32_bits(f), (unsigned)want);
+            if (back != (h | 0x200u) || back_d != (h | 0x200u))
+                fail_msg("f16 NaN 0x%04x came back as 0x%04x (through double 0x%04x), want 0x%04x",
+                         (unsigned)v, back, back_d, (unsigned)(h | 0x200u));
+            quiet16 += back == h;
+        }
+        if (bf16_is_nan(h)) {
+            float f = fl_bf16_to_f32(h);
+            uint16_t back = fl_f32_to_bf16(f);
+            uint16_t back_d;
+            fl_dtype_store(FL_BF16, &back_d, 0, fl_dtype_load(FL_BF16, &h, 0));
+            if (f32_bits(f) != v << 16)
+                fail_msg("bf16 NaN 0x%04x widened to 0x%08x", (unsigned)v, (unsigned)f32_bits(f));
+            if (back != (h | 0x40u) || back_d != (h | 0x40u))
+                fail_msg("bf16 NaN 0x%04x came back as 0x%04x (through double 0x%04x), want 0x%04x",
+                         (unsigned)v, back, back_d, (unsigned)(h | 0x40u));
+            quietbf += back == h;
+        }
+    }
+    assert_int_equal(quiet16, 2 * 512);  /* the quiet half of 2 x 1023 f16 NaNs */
+    assert_int_equal(quietbf, 2 * 64);   /* the quiet half of 2 x 127 bf16 NaNs */
+    /* the bulk conversions agree bit for bit on NaNs too */
+    static const uint32_t nans[] = { 0x7fc00000u, 0xffbfe000u, 0x7fa5a000u, 0x7f800001u, 0xff810000u };
+    enum { NN = sizeof nans / sizeof nans[0] };
+    float src[NN], back[NN];
+    uint16_t h[NN];
+    for (int i = 0; i < NN; i++)
+        src[i] = bits_f32(nans[i]);
+    fl_f32_to_f16_n(src, h, NN);
+    fl_f16_to_f32_n(h, back, NN);
+    for (int i = 0; i < NN; i++) {
+        assert_int_equal(h[i], fl_f32_to_f16(src[i]));
+        assert_true(f32_bits(back[i]) == f32_bits(fl_f16_to_f32(h[i])));
+    }
+    fl_f32_to_bf16_n(src, h, NN);
+    fl_bf16_to_f32_n(h, back, NN);
+    for (int i = 0; i < NN; i++) {
+        assert_int_equal(h[i], fl_f32_to_bf16(src[i]));
+        assert_true(f32_bits(back[i]) == (uint32_t)h[i] << 16);
+    }
+}
+
 /* ---- load / store --------------------------------------------------------------------- */
 
 static void test_load_store_each_dtype(void **state)
@@ -633,6 +742,7 @@ int main(void)
         cmocka_unit_test(test_bf16_specials),
         cmocka_unit_test(test_bf16_random),
         cmocka_unit_test(test_bulk_conversions),
+        cmocka_unit_test(test_nan_payloads),
         cmocka_unit_test(test_load_store_each_dtype),
         cmocka_unit_test(test_load_store_rounding),
         cmocka_unit_test(test_store_double_random),
