@@ -10,7 +10,8 @@ DEPS_STAMP := $(BUILD)/.deps-ok
 # Strict warnings on project code (Lua's own list, roughly).
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wpedantic \
         -Wpointer-arith -Wcast-align -Wwrite-strings -Wundef -Wvla -Werror
-OPT ?= -O2 -g
+# Set on the command line (make OPT=...), never taken from the environment.
+OPT = -O2 -g
 PKGS := openblas lapacke fftw3 fftw3f cmocka libcjson libzip lua5.4 hdf5
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -78,11 +79,12 @@ help:
 	@echo "make clean      remove build outputs"
 	@echo "options: NO_CUDA=1, NO_MPI=1, CUDA_ARCH='...', OPT='-O0 -g'"
 
-# Dependencies are checked before anything is compiled; the stamp is remade whenever
-# the package list in the script changes.
-$(DEPS_STAMP): scripts/setup.sh
-	@sh scripts/setup.sh
-	@mkdir -p $(@D) && touch $@
+# Dependencies are checked at every make (a fraction of a second when all are there), so a
+# package removed since the last build gets setup's message, not a compile error. The stamp
+# is touched only when the script changed, so objects are not rebuilt for nothing.
+$(DEPS_STAMP): FORCE
+	@FL_SETUP_QUIET=1 sh scripts/setup.sh
+	@mkdir -p $(@D) && if [ ! -f $@ ] || [ scripts/setup.sh -nt $@ ]; then touch $@; fi
 
 setup:
 	@sh scripts/setup.sh
@@ -103,7 +105,8 @@ $(BUILD)/%.o: %.c $(DEPS_STAMP) $(FLAGS_FILE)
 $(BUILD)/%.cu.o: %.cu $(DEPS_STAMP) $(FLAGS_FILE)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  NVCC    $<")
-	$(Q)$(NVCC) -std=c++17 -O2 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-fPIC -Werror all-warnings -MMD -MP -c $< -o $@
+	$(Q)$(NVCC) -std=c++17 -O2 $(CUDA_ARCH) -Xcompiler -Wall,-Wextra,-Wshadow,-Wmissing-declarations,-Wpointer-arith,-Wcast-align,-fPIC \
+	    -Werror all-warnings -MMD -MP -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
@@ -117,7 +120,7 @@ $(VERSION_FILE): FORCE
 	@mkdir -p $(@D)
 	@v='$(GIT_COMMIT) $(GIT_DIRTY)'; if [ "$$(cat $@ 2>/dev/null)" != "$$v" ]; then echo "$$v" > $@; fi
 $(BUILD)/core/main.o: $(VERSION_FILE)
-$(BUILD)/core/main.o: CFLAGS_ALL += -DFL_GIT_COMMIT='"$(GIT_COMMIT)"' -DFL_GIT_DIRTY=$(GIT_DIRTY)
+$(BUILD)/core/main.o: private CFLAGS_ALL += -DFL_GIT_COMMIT='"$(GIT_COMMIT)"' -DFL_GIT_DIRTY=$(GIT_DIRTY)
 
 $(BUILD)/fifolab: $(BUILD)/core/main.o $(LIB)
 	@$(if $(Q),echo "  LD      $@")
@@ -139,7 +142,9 @@ $(BUILD)/tests/test_oom: $(BUILD)/tests/test_oom.o $(LIB)
 	$(Q)$(CC) $(CFLAGS_ALL) $^ -o $@ $(OOM_WRAP) $(LDLIBS_ALL)
 
 # Every suite runs even when an earlier one fails; the last line totals them all.
-RUN_SUITES = FL_CLI_BIN=$(BUILD)/fifolab sh scripts/run-tests.sh $(TEST_BIN) tests/cli.sh tests/runs.sh tests/default.sh tests/video.sh tests/import.sh tests/eval.sh tests/notebooks.sh
+# The shell suites are every tests/*.sh but the library they share.
+SHELL_SUITES := $(filter-out tests/lib.sh,$(wildcard tests/*.sh))
+RUN_SUITES = FL_CLI_BIN=$(BUILD)/fifolab sh scripts/run-tests.sh $(TEST_BIN) $(SHELL_SUITES)
 
 test: all
 	@$(RUN_SUITES)
@@ -169,15 +174,16 @@ bench: $(BENCH_BIN)
 # summary. A complete run is skipped; RUN_ARGS='--force' reruns it.
 RUN_ARGS ?=
 run: fifolab
-	./fifolab run experiments/default.lua $(RUN_ARGS)
-	./fifolab info --no-config runs/default
+	$(BUILD)/fifolab run experiments/default.lua $(RUN_ARGS)
+	$(BUILD)/fifolab info --no-config runs/default
 
 # Checkpoint-parser fuzzing (clang + libFuzzer, installed by fuzz/run.sh only when missing).
 FUZZ_SECONDS ?= 20
 fuzz:
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) sh fuzz/run.sh
 
+# Results in runs/ are kept (make run's experiment and dataset): remove them by hand.
 clean:
 	rm -rf build fifolab
 
--include $(LIB_OBJ:.o=.d) $(BUILD)/core/main.d $(TEST_BIN:=.d)
+-include $(LIB_OBJ:.o=.d) $(BUILD)/core/main.d $(TEST_BIN:=.d) $(BENCH_BIN:=.d)

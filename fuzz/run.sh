@@ -24,7 +24,7 @@ pkgflags=$(pkg-config --cflags --libs libcjson libzip 2>/dev/null) || {
     pkgflags=$(pkg-config --cflags --libs libcjson libzip)
 }
 cflags="-std=c11 -I. -D_POSIX_C_SOURCE=200809L -O1 -g -fno-omit-frame-pointer -Wall -Wextra -Wshadow
-        -Wstrict-prototypes -Wmissing-prototypes -Wpedantic -Wvla -Wcast-align -Wwrite-strings -Wundef"
+        -Wstrict-prototypes -Wmissing-prototypes -Wpedantic -Wvla -Wcast-align -Wwrite-strings -Wundef -Werror"
 
 if [ "${1:-}" = --seeds ]; then
     for t in $targets; do rm -rf "fuzz/corpus/$t"; mkdir -p "fuzz/corpus/$t"; done

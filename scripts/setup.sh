@@ -30,6 +30,7 @@ echo "setup: missing Debian packages:$missing"
 if [ "$(id -u)" -ne 0 ]; then
     echo "setup: not running as root, so nothing was installed. Run:" >&2
     echo "    sudo apt-get update && sudo apt-get install -y --no-install-recommends$missing" >&2
+    echo "(or, without sudo, as root: apt-get update && apt-get install -y --no-install-recommends$missing)" >&2
     echo "then run make again." >&2
     exit 1
 fi
