@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../ops/ops.h"
 
@@ -36,10 +37,31 @@ const char *__lsan_default_suppressions(void)
  * replayed. */
 static uint64_t rng_seed(uint64_t test_id)
 {
-    const char *env = getenv("FL_TEST_SEED");
+    /* FL_TEST_SEED=N mixes N in; =random draws N once from /dev/urandom and prints it, so a
+     * failure can be replayed with FL_TEST_SEED=N */
+    static uint64_t mixed;
+    static int read_env;
+    if (!read_env) {
+        read_env = 1;
+        const char *env = getenv("FL_TEST_SEED");
+        if (env && !strcmp(env, "random")) {
+            FILE *u = fopen("/dev/urandom", "rb");
+            if (!u || fread(&mixed, sizeof mixed, 1, u) != 1)
+                mixed = (uint64_t)time(NULL);
+            if (u)
+                fclose(u);
+            printf("test_cuda: FL_TEST_SEED=%llu\n", (unsigned long long)mixed);
+        } else if (env) {
+            char *end;
+            mixed = strtoull(env, &end, 0);
+            if (*end || end == env) {
+                fprintf(stderr, "test_cuda: FL_TEST_SEED must be a number or 'random', got '%s'\n", env);
+                exit(2);
+            }
+        }
+    }
     uint64_t s = test_id * UINT64_C(0x9E3779B97F4A7C15) + UINT64_C(0x1234567);
-    if (env)
-        s ^= strtoull(env, NULL, 0) * UINT64_C(0xBF58476D1CE4E5B9);
+    s ^= mixed * UINT64_C(0xBF58476D1CE4E5B9);
     return s ? s : 1;
 }
 
