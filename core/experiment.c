@@ -511,6 +511,7 @@ fl_status fl_experiment_build(fl_cfg *cfg, fl_experiment *ex, fl_error *err)
     fl_rng_init(&s.rng, ex->seed);
     s.cond_of = timeline_cond;
     s.cond_ctx = &ex->timeline;
+    s.nconds = ex->timeline.nprompts > 0 ? ex->timeline.nprompts : 1;
     s.cond_whole_queue = ex->timeline.mode == FL_SWITCH_QUEUE;
     if ((st = build_sampler(cfg, &s.sampler, err)))
         goto fail;

@@ -52,6 +52,17 @@ int32_t fl_sched_cond(const fl_sched_setup *s, int64_t frame)
     return s->cond_of ? s->cond_of(s->cond_ctx, frame) : 0;
 }
 
+fl_status fl_sched_check_conds(const fl_sched_setup *s, const char *entry, const int32_t *cond, int64_t n,
+                               fl_error *err)
+{
+    int32_t top = s->cond_of ? s->nconds : 1; /* no cond_of: every frame has condition 0 */
+    for (int64_t i = 0; top > 0 && i < n; i++)
+        if (cond[i] < 0 || cond[i] >= top)
+            return fl_error_set(err, FL_E_INVALID, "state: %s: condition %d at %lld, expected 0 .. %d", entry,
+                                (int)cond[i], (long long)i, (int)top - 1);
+    return FL_OK;
+}
+
 fl_level fl_sched_level(const fl_sched_setup *s, const fl_level *levels, int idx)
 {
     return idx < 0 ? s->final : levels[idx];
@@ -444,6 +455,8 @@ fl_status fl_clip_restore(fl_clip *c, const char *prefix, const fl_state *st, fl
     const int32_t *cond = fl_sched_entry(st, entry_name(nm, prefix, "cond"), FL_STATE_I32, c->f, err);
     if (!cond)
         return FL_E_INVALID;
+    if ((rc = fl_sched_check_conds(c->setup, nm, cond, c->f, err)))
+        return rc;
     const float *x = fl_sched_entry(st, entry_name(nm, prefix, "x"), FL_STATE_F32, c->f * c->fs, err);
     if (!x)
         return FL_E_INVALID;

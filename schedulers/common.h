@@ -33,6 +33,9 @@ typedef struct fl_sched_setup {
     /* fifo: every queue frame is evaluated under the condition of the next frame to be
      * emitted (the official code's whole-queue prompt switch) instead of its own. */
     int cond_whole_queue;
+    /* cond_of returns values in [0, nconds): restore refuses a saved condition outside it
+     * (0: not checked) */
+    int32_t nconds;
 } fl_sched_setup;
 
 /* Random-number addresses (docs/rng.md). A frame is named by its output index id >= 0;
@@ -46,6 +49,10 @@ fl_rng_addr fl_sched_addr(uint32_t stream, int64_t id, uint32_t phase, uint32_t 
 /* Checks the fields of a setup; messages name the field. */
 fl_status fl_sched_setup_check(const fl_sched_setup *s, const char *who, fl_error *err);
 int32_t fl_sched_cond(const fl_sched_setup *s, int64_t frame);
+/* FL_OK when every one of the n saved conditions is one cond_of can return (setup->nconds),
+ * else FL_E_INVALID naming the entry, the index and the value. */
+fl_status fl_sched_check_conds(const fl_sched_setup *s, const char *entry, const int32_t *cond, int64_t n,
+                               fl_error *err);
 /* The level of step index idx, or setup->final for idx == -1. */
 fl_level fl_sched_level(const fl_sched_setup *s, const fl_level *levels, int idx);
 /* Pure noise for frame id (FRAME_NOISE stream, step 0): the same for every scheduler. */

@@ -316,6 +316,8 @@ static fl_status fifo_restore(fl_scheduler *sch, const fl_state *st, fl_error *e
     const int32_t *cond = step ? fl_sched_entry(st, "sched/cond", FL_STATE_I32, q->Q, err) : NULL;
     if (!cond)
         return FL_E_INVALID;
+    if ((rc = fl_sched_check_conds(&q->setup, "sched/cond", cond, q->Q, err)))
+        return rc;
     for (int p = 0; p < q->Q; p++) {
         if (step[p] < -1 || step[p] >= q->S)
             return fl_error_set(err, FL_E_INVALID, "state: sched/step: position %d at step %d, expected -1 .. %d",

@@ -112,6 +112,7 @@ static fl_scheduler *build_with(const fl_denoiser *d, const cfg *c, fl_beta_kind
     fl_rng_init(&s.rng, c->seed);
     s.frames = c->frames;
     s.cond_of = cond_of;
+    s.nconds = (int32_t)(100 + (c->frames + 1000) / 3); /* queue tails run past the last frame */
     fl_scheduler *sch = NULL;
     fl_status st;
     static float given[GIVEN * FS];
@@ -695,6 +696,11 @@ static void test_corrupt_values(void **state)
         { &fifo, &rf, 3, "sched/clip/id", 2, -((int64_t)1 << 40), "out of range" },
         { &ch, &rc, 7, "sched/clip/known", 0, -1, NULL },
         { &ch, &rc, 7, "sched/clip/step", 0, -2, NULL },
+        /* a condition the timeline cannot give (conditions here are 100 + frame / 3) */
+        { &fifo, &rf, 12, "sched/cond", 4, 1000, "condition 1000 at 4, expected 0 .. " },
+        { &fifo, &rf, 12, "sched/cond", 0, -1, "condition -1 at 0" },
+        { &fifo, &rf, 3, "sched/clip/cond", 1, 5000, "condition 5000 at 1" },
+        { &ch, &rc, 7, "sched/clip/cond", 0, -7, NULL },
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         fl_state *st = saved_at(d, bad[i].c, bad[i].at);

@@ -273,7 +273,7 @@ static void test_third_planner(void **state)
     /* A planner that breaks the diagonal is refused, by name, before anything runs. */
     a.planner = &overlap_planner;
     fl_level *lv = levels_for(32);
-    fl_sched_setup s = { 16, 1, 8, 8, FL_PARAM_EPS, lv, 32, fl_level_clean(), DDIM1, { { 1, 0 } }, 10, NULL, NULL, NULL, NULL, 0 };
+    fl_sched_setup s = { 16, 1, 8, 8, FL_PARAM_EPS, lv, 32, fl_level_clean(), DDIM1, { { 1, 0 } }, 10, NULL, NULL, NULL, NULL, 0, 0 };
     fl_scheduler *sch = NULL;
     fl_error err;
     assert_int_equal(fl_fifo_new(&s, &overlap_planner, 2, FL_FIFO_INIT_CLIP, &sch, &err), FL_E_INVALID);
