@@ -41,8 +41,21 @@ static fl_status attr_write(hid_t obj, const char *name, hid_t type, const void 
 {
     fl_status st = FL_OK;
     fl_h5_lock();
+    int same_type = 0;
     if (H5Aexists(obj, name) > 0 && H5Tget_class(type) != H5T_STRING) {
-        /* overwrite in place: allowed in SWMR-write mode, where creating is not */
+        hid_t a = H5Aopen(obj, name, H5P_DEFAULT), ft = a < 0 ? -1 : H5Aget_type(a);
+        hid_t nt = ft < 0 ? -1 : H5Tget_native_type(ft, H5T_DIR_ASCEND);
+        same_type = nt >= 0 && H5Tequal(nt, type) > 0;
+        if (nt >= 0)
+            H5Tclose(nt);
+        if (ft >= 0)
+            H5Tclose(ft);
+        if (a >= 0)
+            H5Aclose(a);
+    }
+    if (same_type) {
+        /* overwrite in place: allowed in SWMR-write mode, where creating is not (an
+         * attribute of another type is replaced below, which SWMR writing refuses) */
         hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
         if (a < 0 || H5Awrite(a, type, v) < 0)
             st = fl_error_set(err, FL_E_IO, "attribute %s: cannot write", name);

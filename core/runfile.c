@@ -336,6 +336,9 @@ tdone:
 done:
     fl_h5_unlock();
     if (st) {
+        /* name the file, unless the message already starts with it */
+        if (err && strncmp(err->msg, path, strlen(path)))
+            fl_error_prefix(err, "%s", path);
         int created = rf->file > 0; /* never remove a file this call did not create */
         runfile_free(rf);
         if (created)
@@ -475,8 +478,10 @@ static fl_status handle(fl_runfile *rf, msg *m, fl_error *err)
 {
     switch (m->kind) {
     case MSG_FRAME:
-        if (rf->batch_len && rf->batch_first + rf->batch_len != m->index)
-            return fl_error_set(err, FL_E_INVALID, "frame %lld out of order", (long long)m->index);
+        /* frames come in order from 0: a gap would leave rows of zeros in the file */
+        if (rf->frames_written + rf->batch_len != m->index)
+            return fl_error_set(err, FL_E_INVALID, "frame %lld out of order (expected frame %lld)",
+                                (long long)m->index, (long long)(rf->frames_written + rf->batch_len));
         if (!rf->batch_len)
             rf->batch_first = m->index;
         memcpy(rf->batch + rf->batch_len * rf->fs, m->data, (size_t)rf->fs * sizeof(float));
@@ -829,9 +834,11 @@ fl_status fl_runfile_close(fl_runfile *rf, const char *status, const fl_runfile_
         !(s2 = fl_h5_attr_i64(rf->file, "frame_evals", t->frame_evals, &e2)))
         s2 = fl_h5_attr_f64(rf->file, "seconds", t->seconds, &e2);
     if (s2 && !st) {
-        if (err)
+        st = s2;
+        if (err) {
             *err = e2;
-        st = fl_error_prefix(err, "%s", rf->path);
+            fl_error_prefix(err, "%s", rf->path);
+        }
     }
     fl_h5_lock();
     hid_t ds[] = { rf->latent, rf->condition, rf->trace_num, rf->trace_den, rf->trace_count,

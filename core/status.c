@@ -48,7 +48,7 @@ fl_status fl_error_set(fl_error *err, fl_status code, const char *fmt, ...)
 fl_status fl_error_prefix(fl_error *err, const char *fmt, ...)
 {
     if (!err)
-        return FL_OK;
+        return FL_E_INVALID; /* the code is lost with the record, but never the failure */
     char buf[2 * FL_ERRMSG_MAX + 2]; /* prefix (< MAX) + ": " + old (< MAX) + NUL */
     va_list ap;
     va_start(ap, fmt);

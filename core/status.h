@@ -43,7 +43,9 @@ fl_status fl_error_set(fl_error *err, fl_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Prepends "prefix: " to an already-set message, to add context on the way up
- * (e.g. the file name around a parser's message). Returns err->code (FL_OK if err is NULL). */
+ * (e.g. the file name around a parser's message). Returns err->code; with err NULL there is
+ * no code to return, and it returns FL_E_INVALID, so `return fl_error_prefix(err, ...)`
+ * after a failure never turns into success. */
 fl_status fl_error_prefix(fl_error *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
