@@ -72,7 +72,7 @@ static double now_s(void)
 
 typedef struct run_ctx {
     const fl_run_opts *o;
-    fl_experiment ex;
+    fl_experiment *ex; /* built by the caller of execute, which frees it */
     fl_runfile *rf;
     fl_engine_trace trace;
     int tracing;
@@ -126,7 +126,7 @@ static fl_status feed(run_ctx *c, int64_t index, const float *frame, int32_t con
         st = fl_metrics_put(c->metrics, index, frame, err);
     if (!st && c->video) {
         fl_error verr;
-        if (fl_video_frame_f32(c->video, frame, c->ex.model->channels, FL_COLOUR_LATENT, &verr)) {
+        if (fl_video_frame_f32(c->video, frame, c->ex->model->channels, FL_COLOUR_LATENT, &verr)) {
             /* a video is a view of the run, not the run: warn, go on without it */
             fprintf(stderr, "fifolab: warning: video stopped: %s\n", fl_error_msg(&verr));
             fl_video_discard(c->video);
@@ -222,10 +222,10 @@ static fl_status after_iteration(void *p, fl_scheduler *s, const fl_engine_stats
         return st;
     c->t_iter = t;
     c->prev = *es;
-    if (c->ex.snapshot_every > 0 && s->iteration % c->ex.snapshot_every == 0) {
+    if (c->ex->snapshot_every > 0 && s->iteration % c->ex->snapshot_every == 0) {
         int Q, ctx;
         if (fl_fifo_schedule(s, &Q, &ctx, NULL, NULL, NULL) == FL_OK) {
-            float *q = malloc((size_t)Q * (size_t)((int64_t)c->ex.model->channels * c->ex.model->height * c->ex.model->width) * sizeof(float));
+            float *q = malloc((size_t)Q * (size_t)((int64_t)c->ex->model->channels * c->ex->model->height * c->ex->model->width) * sizeof(float));
             int32_t *step = malloc((size_t)Q * sizeof *step);
             if (!q || !step)
                 st = fl_error_set(err, FL_E_NOMEM, "queue snapshot");
@@ -259,8 +259,8 @@ static fl_status replay_snapshots(run_ctx *c, hid_t old, int64_t iters, fl_error
         n = fl_h5_rows(dq);
     if (n > fl_h5_rows(ds))
         n = fl_h5_rows(ds);
-    int Q = c->ex.scheduler->positions;
-    int64_t fs = (int64_t)c->ex.model->channels * c->ex.model->height * c->ex.model->width;
+    int Q = c->ex->scheduler->positions;
+    int64_t fs = (int64_t)c->ex->model->channels * c->ex->model->height * c->ex->model->width;
     float *q = n > 0 ? malloc((size_t)Q * (size_t)fs * sizeof *q) : NULL;
     int32_t *step = n > 0 ? malloc((size_t)Q * sizeof *step) : NULL;
     if (n > 0 && (!q || !step))
@@ -291,7 +291,7 @@ static fl_status replay_snapshots(run_ctx *c, hid_t old, int64_t iters, fl_error
 static fl_status replay(run_ctx *c, hid_t old, int64_t frames, int64_t iters, fl_error *err)
 {
     fl_status st = FL_OK;
-    int64_t fs = ((int64_t)c->ex.model->channels * c->ex.model->height * c->ex.model->width);
+    int64_t fs = ((int64_t)c->ex->model->channels * c->ex->model->height * c->ex->model->width);
     float *buf = malloc((size_t)REPLAY_CHUNK * (size_t)fs * sizeof(float));
     int32_t *cond = malloc(REPLAY_CHUNK * sizeof *cond);
     double *vals = NULL;
@@ -348,7 +348,7 @@ static fl_status replay(run_ctx *c, hid_t old, int64_t frames, int64_t iters, fl
     }
     /* queue snapshots taken up to the state's iteration (after_iteration snapshots before
      * it checkpoints) */
-    if (!st && c->ex.snapshot_every > 0)
+    if (!st && c->ex->snapshot_every > 0)
         st = replay_snapshots(c, old, iters, err);
 done:
     free(buf);
@@ -362,7 +362,7 @@ done:
 static void video_open(run_ctx *c, const char *dir)
 {
     static const char *const names[3] = { "video.mp4", "video.gif", "frames_png" };
-    int want[3] = { c->ex.video.mp4, c->ex.video.gif, c->ex.video.png };
+    int want[3] = { c->ex->video.mp4, c->ex->video.gif, c->ex->video.png };
     if (!want[0] && !want[1] && !want[2])
         return;
     for (int k = 0; k < 3; k++) {
@@ -371,10 +371,10 @@ static void video_open(run_ctx *c, const char *dir)
         if (!want[k])
             c->video_tmp[k][0] = c->video_final[k][0] = 0;
     }
-    int H = c->ex.model->height, W = c->ex.model->width, side = H > W ? H : W;
-    int scale = c->ex.video.scale ? c->ex.video.scale : (256 + side - 1) / side;
+    int H = c->ex->model->height, W = c->ex->model->width, side = H > W ? H : W;
+    int scale = c->ex->video.scale ? c->ex->video.scale : (256 + side - 1) / side;
     fl_video_opts vo = { .mp4 = want[0] ? c->video_tmp[0] : NULL, .gif = want[1] ? c->video_tmp[1] : NULL,
-                         .png_dir = want[2] ? c->video_final[2] : NULL, .fps = c->ex.video.fps,
+                         .png_dir = want[2] ? c->video_final[2] : NULL, .fps = c->ex->video.fps,
                          .scale = scale > 64 ? 64 : scale };
     fl_error verr;
     if (fl_video_open(&c->video, &vo, H, W, &verr)) {
@@ -415,7 +415,9 @@ static void video_close(run_ctx *c, int complete)
 
 /* Runs cfg into dir. `old` >= 0: an existing run file of the same configuration, resumed
  * from `state` (NULL: from the start). */
-static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, const char *script,
+/* Runs (or continues) the experiment ex, built from cfg by the caller (once per command:
+ * building may read a dataset or decode a source video), into dir. */
+static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, fl_experiment *ex, const char *script,
                          const char *script_path, const char *dir, hid_t old,
                          const fl_state *state, int64_t created, int64_t resumed,
                          fl_run_outcome *outcome, fl_error *err)
@@ -423,17 +425,14 @@ static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, const char *script,
     run_ctx c;
     memset(&c, 0, sizeof c);
     c.o = o;
+    c.ex = ex;
     c.tty = isatty(2);
     fl_status st;
     char *resolved = NULL;
-    if ((st = fl_experiment_build(cfg, &c.ex, err)))
-        return st;
     size_t n = fl_cfg_format(cfg, 0, NULL, 0);
     resolved = malloc(n + 1);
-    if (!resolved) {
-        fl_experiment_free(&c.ex);
+    if (!resolved)
         return fl_error_set(err, FL_E_NOMEM, "configuration text");
-    }
     fl_cfg_format(cfg, 0, resolved, n + 1);
     char id[FL_RUN_ID_LEN + 1];
     fl_run_id(cfg, id);
@@ -441,10 +440,10 @@ static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, const char *script,
     snprintf(c.run_path, sizeof c.run_path, "%s/run.h5", dir);
     snprintf(c.state_path, sizeof c.state_path, "%s/state.h5", dir);
     snprintf(c.tmp_path, sizeof c.tmp_path, "%s/run.h5.tmp", dir);
-    fl_scheduler *s = c.ex.scheduler;
+    fl_scheduler *s = c.ex->scheduler;
     fl_engine_stats start = { 0 };
     int positions = s->positions > 0 ? s->positions : 1;
-    c.tracing = c.ex.oracle;
+    c.tracing = c.ex->oracle;
     if (c.tracing && (st = fl_engine_trace_init(&c.trace, positions, err)))
         goto out;
     if (state) {
@@ -489,15 +488,15 @@ static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, const char *script,
     }
     const fl_cfg *pn = fl_cfg_lookup(cfg, "scheduler.planner.partitions");
     fl_runfile_info info = {
-        .name = c.ex.name, .run_id = id, .script = script, .script_path = script_path,
+        .name = c.ex->name, .run_id = id, .script = script, .script_path = script_path,
         .resolved = resolved, .git_commit = o->git_commit, .git_dirty = o->git_dirty,
-        .seed = c.ex.seed, .channels = c.ex.model->channels, .height = c.ex.model->height,
-        .width = c.ex.model->width, .frames = c.ex.frames, .scheduler = s->vt->name,
-        .window = c.ex.model->window, .steps = c.ex.steps,
+        .seed = c.ex->seed, .channels = c.ex->model->channels, .height = c.ex->model->height,
+        .width = c.ex->model->width, .frames = c.ex->frames, .scheduler = s->vt->name,
+        .window = c.ex->model->window, .steps = c.ex->steps,
         .partitions = pn ? (int)fl_cfg_num_value(pn) : 0, .positions = lv && step ? Q : 0,
         .context = ctx, .levels = lv, .step_index = step,
-        .snapshot_every = c.ex.snapshot_every, .trace_positions = c.tracing ? positions : 0,
-        .nconditions = c.ex.timeline.nprompts, .conditions = c.ex.timeline.prompts,
+        .snapshot_every = c.ex->snapshot_every, .trace_positions = c.tracing ? positions : 0,
+        .nconditions = c.ex->timeline.nprompts, .conditions = c.ex->timeline.prompts,
         .created = created, .resumed = resumed,
     };
     st = fl_runfile_create(&c.rf, target, &info, err);
@@ -512,13 +511,13 @@ static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, const char *script,
         (st = fl_runfile_series(c.rf, "iteration_seconds", "s", "wall time of the iteration (not deterministic)",
                                 FL_RUNFILE_PER_ITERATION, 1, 1, 0, &c.s_seconds, err)))
         goto out;
-    if (c.ex.nmetrics > 0) {
+    if (c.ex->nmetrics > 0) {
         fl_metric_spec specs[FL_EXPERIMENT_METRICS_MAX];
-        for (int i = 0; i < c.ex.nmetrics; i++)
-            specs[i] = (fl_metric_spec){ c.ex.metrics[i].name, &c.ex.metric_opts[i] };
-        fl_frame_format fmt = { FL_FRAME_LATENT, c.ex.model->channels, c.ex.model->height, c.ex.model->width };
+        for (int i = 0; i < c.ex->nmetrics; i++)
+            specs[i] = (fl_metric_spec){ c.ex->metrics[i].name, &c.ex->metric_opts[i] };
+        fl_frame_format fmt = { FL_FRAME_LATENT, c.ex->model->channels, c.ex->model->height, c.ex->model->width };
         fl_metric_emit emit = { metric_emit, &c };
-        if ((st = fl_metrics_new(specs, (size_t)c.ex.nmetrics, &fmt, c.ex.model, &emit, NULL, &c.metrics, err)))
+        if ((st = fl_metrics_new(specs, (size_t)c.ex->nmetrics, &fmt, c.ex->model, &emit, NULL, &c.metrics, err)))
             goto out;
         c.nseries = fl_metrics_series_count(c.metrics);
         c.series_id = calloc(c.nseries + 1, sizeof *c.series_id);
@@ -556,9 +555,9 @@ static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, const char *script,
     fl_engine_stats es = start;
     if (!o->quiet && !c.tty)
         fprintf(stderr, "%s%s%s%s %lld frames with %s into %s/\n", o->label ? o->label : "", o->label ? ": " : "",
-                old >= 0 ? "resuming, " : "", old >= 0 ? "" : "generating", (long long)c.ex.frames,
+                old >= 0 ? "resuming, " : "", old >= 0 ? "" : "generating", (long long)c.ex->frames,
                 s->vt->name, dir);
-    st = fl_engine_run(s, c.ex.model, &sink, &eo, &es, err);
+    st = fl_engine_run(s, c.ex->model, &sink, &eo, &es, err);
     if (!st)
         progress(&c, s, &es, 1);
     else if (c.tty && !o->quiet)
@@ -601,7 +600,7 @@ static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, const char *script,
         *outcome = FL_RUN_COMPLETE;
         if (!o->quiet)
             printf("%s%s%s: %lld frames, %lld iterations, %lld window calls, %.2f s -> %s\n",
-                   o->label ? o->label : "", o->label ? " " : "", c.ex.name, (long long)s->emitted,
+                   o->label ? o->label : "", o->label ? " " : "", c.ex->name, (long long)s->emitted,
                    (long long)es.iterations, (long long)es.windows, tot.seconds, c.run_path);
     }
 out:
@@ -612,7 +611,6 @@ out:
     free(c.series_id);
     free(c.series_len);
     fl_engine_trace_free(&c.trace);
-    fl_experiment_free(&c.ex);
     free(resolved);
     return st;
 }
@@ -700,7 +698,7 @@ const char *fl_run_status(const char *dir, char **resolved)
 }
 
 /* Continues from an existing run file `e` (same configuration). */
-static fl_status continue_run(const fl_run_opts *o, fl_cfg *cfg, const char *script,
+static fl_status continue_run(const fl_run_opts *o, fl_cfg *cfg, fl_experiment *ex, const char *script,
                               const char *script_path, const char *dir, existing *e,
                               fl_run_outcome *outcome, fl_error *err)
 {
@@ -710,7 +708,7 @@ static fl_status continue_run(const fl_run_opts *o, fl_cfg *cfg, const char *scr
     fl_status st;
     if (!access(state_path, F_OK) && (st = fl_state_load_file(state_path, &state, err)))
         return st;
-    st = execute(o, cfg, script, script_path, dir, e->file, state, e->created, e->resumed + 1, outcome, err);
+    st = execute(o, cfg, ex, script, script_path, dir, e->file, state, e->created, e->resumed + 1, outcome, err);
     fl_state_free(state);
     return st;
 }
@@ -767,16 +765,28 @@ fl_status fl_run_point(const fl_run_opts *opts, fl_cfg *cfg, const char *script,
     return st;
 }
 
+static fl_status run_built(const fl_run_opts *opts, fl_cfg *cfg, fl_experiment *ex, const char *script,
+                           const char *script_path, const char *dir, fl_run_outcome *outcome, fl_error *err);
+
 static fl_status run_point_locked(const fl_run_opts *opts, fl_cfg *cfg, const char *script,
                                   const char *script_path, const char *dir, fl_run_outcome *outcome,
                                   fl_error *err)
 {
     fl_status st;
-    /* Resolve first: the comparison with an existing run is between resolved texts. */
+    /* Resolve first (the comparison with an existing run is between resolved texts); the
+     * experiment built here is the one that runs. */
     fl_experiment ex;
     if ((st = fl_experiment_build(cfg, &ex, err)))
         return st;
+    st = run_built(opts, cfg, &ex, script, script_path, dir, outcome, err);
     fl_experiment_free(&ex);
+    return st;
+}
+
+static fl_status run_built(const fl_run_opts *opts, fl_cfg *cfg, fl_experiment *ex, const char *script,
+                           const char *script_path, const char *dir, fl_run_outcome *outcome, fl_error *err)
+{
+    fl_status st;
     size_t n = fl_cfg_format(cfg, 0, NULL, 0);
     char *text = malloc(n + 1);
     if (!text)
@@ -813,7 +823,7 @@ static fl_status run_point_locked(const fl_run_opts *opts, fl_cfg *cfg, const ch
                            opts->label ? " " : "", path);
                 return FL_OK;
             }
-            st = continue_run(opts, cfg, script, script_path, dir, &e, outcome, err);
+            st = continue_run(opts, cfg, ex, script, script_path, dir, &e, outcome, err);
             existing_free(&e);
             return st;
         } else {
@@ -825,7 +835,7 @@ static fl_status run_point_locked(const fl_run_opts *opts, fl_cfg *cfg, const ch
         }
     }
     free(text);
-    return execute(opts, cfg, script, script_path, dir, -1, NULL, 0, 0, outcome, err);
+    return execute(opts, cfg, ex, script, script_path, dir, -1, NULL, 0, 0, outcome, err);
 }
 
 static fl_status resume_locked(const fl_run_opts *opts, const char *dir, fl_run_outcome *outcome,
@@ -868,10 +878,13 @@ static fl_status resume_locked(const fl_run_opts *opts, const char *dir, fl_run_
         existing_free(&e);
         return fl_error_set(err, FL_E_NOMEM, "configuration");
     }
-    if ((st = fl_cfg_merge_text(cfg, e.resolved, err)))
+    fl_experiment ex;
+    if ((st = fl_cfg_merge_text(cfg, e.resolved, err))) {
         fl_error_prefix(err, "%s: /config/resolved", path);
-    else
-        st = continue_run(opts, cfg, e.script, e.script_path, dir, &e, outcome, err);
+    } else if (!(st = fl_experiment_build(cfg, &ex, err))) {
+        st = continue_run(opts, cfg, &ex, e.script, e.script_path, dir, &e, outcome, err);
+        fl_experiment_free(&ex);
+    }
     fl_cfg_free(cfg);
     existing_free(&e);
     return st;
