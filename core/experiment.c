@@ -267,7 +267,7 @@ typedef struct given_video {
     char what[PATH_MAX + 96];
 } given_video;
 
-static fl_status read_run_frames(fl_cfg *src, const char *path, long last, const fl_denoiser *m,
+static fl_status read_run_frames(fl_cfg *src, const char *path, long last, int64_t keep, const fl_denoiser *m,
                                  given_video *g, fl_error *err)
 {
     fl_status st = FL_OK;
@@ -300,18 +300,20 @@ static fl_status read_run_frames(fl_cfg *src, const char *path, long last, const
         st = fl_cfg_error(src, "last", err, FL_E_RANGE, "frame %ld, but %s holds %lld frames", last, path,
                           (long long)n);
     if (!st) {
-        g->count = last < 0 ? n : last + 1;
+        /* only the last `keep` frames: the scheduler takes its last Q anyway */
+        int64_t total = last < 0 ? n : last + 1;
+        g->count = total < keep ? total : keep;
         int64_t fs = (int64_t)m->channels * m->height * m->width;
         if (!(g->frames = malloc((size_t)(g->count * fs) * sizeof(float)))) {
             st = fl_error_set(err, FL_E_NOMEM, "scheduler.source: %lld frames", (long long)g->count);
         } else {
             fl_h5_lock();
-            st = fl_h5_read_rows(d, H5T_NATIVE_FLOAT, 0, g->count, g->frames, err);
+            st = fl_h5_read_rows(d, H5T_NATIVE_FLOAT, total - g->count, g->count, g->frames, err);
             fl_h5_unlock();
             if (st)
                 fl_error_prefix(err, "scheduler.source.run: %s: /frames/latent", path);
         }
-        snprintf(g->what, sizeof g->what, "scheduler.source: %s (frames 0..%lld)", path, (long long)g->count - 1);
+        snprintf(g->what, sizeof g->what, "scheduler.source: %s (frames 0..%lld)", path, (long long)total - 1);
     }
     fl_h5_lock();
     if (d >= 0)
@@ -324,8 +326,8 @@ static fl_status read_run_frames(fl_cfg *src, const char *path, long last, const
 
 /* Frames of a clip dataset are RGB bytes [H, W, 3]; the pixel-space models take [3, H, W]
  * in [-1, 1] (byte / 127.5 - 1, as the empirical model reads its dataset). */
-static fl_status read_clip_frames(fl_cfg *src, const char *path, long video, long last, const fl_denoiser *m,
-                                  given_video *g, fl_error *err)
+static fl_status read_clip_frames(fl_cfg *src, const char *path, long video, long last, int64_t keep,
+                                  const fl_denoiser *m, given_video *g, fl_error *err)
 {
     fl_clips *c = NULL;
     fl_status st;
@@ -345,19 +347,21 @@ static fl_status read_clip_frames(fl_cfg *src, const char *path, long video, lon
                           video, path, (long long)c->video_len[video]);
     if (!st) {
         int64_t hw = (int64_t)c->height * c->width, fs = 3 * hw;
-        g->count = last < 0 ? c->video_len[video] : last + 1;
+        int64_t total = last < 0 ? c->video_len[video] : last + 1, from;
+        g->count = total < keep ? total : keep; /* the last `keep` frames, as for a run */
+        from = total - g->count;
         if (!(g->frames = malloc((size_t)(g->count * fs) * sizeof(float)))) {
             st = fl_error_set(err, FL_E_NOMEM, "scheduler.source: %lld frames", (long long)g->count);
         } else {
             for (int64_t k = 0; k < g->count; k++) {
-                const uint8_t *px = c->frames + (c->video_first[video] + k) * fs;
+                const uint8_t *px = c->frames + (c->video_first[video] + from + k) * fs;
                 float *x = g->frames + k * fs;
                 for (int64_t e = 0; e < hw; e++)
                     for (int ch = 0; ch < 3; ch++)
                         x[ch * hw + e] = (float)(px[e * 3 + ch] / 127.5 - 1.0);
             }
             snprintf(g->what, sizeof g->what, "scheduler.source: video %ld of %s (frames 0..%lld)", video, path,
-                     (long long)g->count - 1);
+                     (long long)total - 1);
         }
     }
     fl_clips_free(c);
@@ -436,8 +440,8 @@ static fl_status read_source(fl_cfg *sched, const fl_denoiser *m, int64_t keep, 
         return st;
     if (has_file)
         return read_file_frames(src, path, last, keep, m, g, err);
-    return has_run ? read_run_frames(src, path, last, m, g, err)
-                   : read_clip_frames(src, path, video, last, m, g, err);
+    return has_run ? read_run_frames(src, path, last, keep, m, g, err)
+                   : read_clip_frames(src, path, video, last, keep, m, g, err);
 }
 
 static int32_t timeline_cond(void *ctx, int64_t frame)
