@@ -27,23 +27,12 @@
 #include <unistd.h>
 
 #include "core/h5io.h"
+#include "tests/tmpdir.h"
 #include "core/state.h"
 
 static char tmp[] = "/tmp/fl_test_h5io_XXXXXX";
 
-static void path_in(char *out, size_t cap, const char *name)
-{
-    int n = snprintf(out, cap, "%s/%s", tmp, name);
-    assert_true(n > 0 && (size_t)n < cap);
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
+static void path_in(char *out, size_t cap, const char *name) { fl_test_path(out, cap, tmp, name); }
 
 static int setup(void **unused)
 {
@@ -58,7 +47,7 @@ static int setup(void **unused)
 static int teardown(void **unused)
 {
     (void)unused;
-    return nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return fl_test_rm_tree(tmp);
 }
 
 static void assert_msg_has(const fl_error *e, const char *needle)

@@ -47,6 +47,7 @@
 #include <hdf5.h>
 
 #include "core/config.h"
+#include "tests/tmpdir.h"
 #include "core/h5io.h"
 #include "core/run.h"
 #include "core/script.h"
@@ -666,25 +667,13 @@ static void oom_expect_clean(const oom_case *c, int oneshot, long budget)
 
 static char tmp[PATH_MAX];
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void rm_rf(const char *path)
 {
-    if (access(path, F_OK) == 0 && nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS))
+    if (fl_test_rm_tree(path))
         fail_msg("cannot remove %s: %s", path, strerror(errno));
 }
 
-static void path_in(char *out, size_t cap, const char *name)
-{
-    int n = snprintf(out, cap, "%s/%s", tmp, name);
-    assert_true(n > 0 && (size_t)n < cap);
-}
+static void path_in(char *out, size_t cap, const char *name) { fl_test_path(out, cap, tmp, name); }
 
 static void put_file(const char *name, const char *text)
 {
@@ -747,7 +736,7 @@ static int setup_suite(void **state)
 static int teardown_suite(void **state)
 {
     (void)state;
-    return tmp[0] ? nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS) : 0;
+    return fl_test_rm_tree(tmp);
 }
 
 /* ---- the harness finds what it should ------------------------------------------------------ */

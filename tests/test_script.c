@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/config.h"
+#include "tests/tmpdir.h"
 #include "core/script.h"
 #include "core/status.h"
 
@@ -117,14 +118,6 @@ static void assert_text(const fl_cfg *n, const char *want)
     free(s);
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup_dir(void **state)
 {
     (void)state;
@@ -135,7 +128,7 @@ static int setup_dir(void **state)
 static int remove_dir(void **state)
 {
     (void)state;
-    return nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return fl_test_rm_tree(dir);
 }
 
 #define QUICK                                                                                  \
