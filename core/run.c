@@ -6,6 +6,7 @@
  * renaming it over the old one. */
 #include "core/run.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -357,8 +358,26 @@ done:
     return st;
 }
 
-/* Opens the run's video outputs (as *.tmp files, renamed when the run completes: a
- * resume rewrites them whole from the replayed frames). Failures are warnings. */
+/* Removes the temporary videos of earlier processes in dir (one fifolab holds a run
+ * directory at a time, so they are a killed run's). Its ffmpeg may outlive it and still be
+ * writing: unlinked, that file no longer has a name this run could be handed. */
+static void remove_stale_video_tmp(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    char path[PATH_MAX_LEN + 300];
+    while ((e = readdir(d)))
+        if (!strncmp(e->d_name, "video.mp4.tmp", 13) || !strncmp(e->d_name, "video.gif.tmp", 13)) {
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+    closedir(d);
+}
+
+/* Opens the run's video outputs (as video.*.tmp.PID files, renamed when the run completes:
+ * a resume rewrites them whole from the replayed frames). Failures are warnings. */
 static void video_open(run_ctx *c, const char *dir)
 {
     static const char *const names[3] = { "video.mp4", "video.gif", "frames_png" };
@@ -367,10 +386,11 @@ static void video_open(run_ctx *c, const char *dir)
         return;
     for (int k = 0; k < 3; k++) {
         snprintf(c->video_final[k], sizeof c->video_final[k], "%s/%s", dir, names[k]);
-        snprintf(c->video_tmp[k], sizeof c->video_tmp[k], "%s/%s.tmp", dir, names[k]);
+        snprintf(c->video_tmp[k], sizeof c->video_tmp[k], "%s/%s.tmp.%ld", dir, names[k], (long)getpid());
         if (!want[k])
             c->video_tmp[k][0] = c->video_final[k][0] = 0;
     }
+    remove_stale_video_tmp(dir);
     int H = c->ex->model->height, W = c->ex->model->width, side = H > W ? H : W;
     int scale = c->ex->video.scale ? c->ex->video.scale : (256 + side - 1) / side;
     fl_video_opts vo = { .mp4 = want[0] ? c->video_tmp[0] : NULL, .gif = want[1] ? c->video_tmp[1] : NULL,

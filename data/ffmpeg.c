@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -218,6 +221,9 @@ fl_status fl_ffmpeg_spawn(fl_ffmpeg_proc *p, const char *prog, char *const argv[
     }
     /* the child's stdin, stdout, stderr */
     int fd0 = dir == FL_FFMPEG_TO ? io[0] : null_in, fd1 = dir == FL_FFMPEG_TO ? p->errfd : io[1], fd2 = p->errfd;
+    #ifdef __linux__
+    pid_t parent = getpid();
+#endif
     pid_t pid = fork();
     if (pid < 0) {
         int e = errno;
@@ -243,6 +249,12 @@ fl_status fl_ffmpeg_spawn(fl_ffmpeg_proc *p, const char *prog, char *const argv[
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
         setpgid(0, 0);
+#ifdef __linux__
+        /* Dies with fifolab: a killed run's ffmpeg must not live on, still writing a
+         * video in the run directory a resume writes again. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+            _exit(127);
+#endif
         if (dup2(fd0, 0) < 0 || dup2(fd1, 1) < 0 || dup2(fd2, 2) < 0) {
             int e = errno;
             ssize_t w = write(ep[1], &e, sizeof e);

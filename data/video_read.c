@@ -320,11 +320,19 @@ int fl_video_reader_frame(fl_video_reader *r, uint8_t *rgb, fl_error *err)
             char how[64];
             close(r->p.fd);
             r->p.fd = -1;
-            if (fl_ffmpeg_reap(&r->p, how, sizeof how)) {
-                char tail[FL_FFMPEG_TAIL_CHARS + 8];
-                fl_ffmpeg_stderr_tail(&r->p, tail, sizeof tail);
+            int bad = fl_ffmpeg_reap(&r->p, how, sizeof how);
+            char tail[FL_FFMPEG_TAIL_CHARS + 8];
+            fl_ffmpeg_stderr_tail(&r->p, tail, sizeof tail);
+            if (bad) {
                 fl_error_set(&r->failed, FL_E_IO, "%s (video): ffmpeg (%s) failed after frame %lld, %s: %s", r->path,
                              r->prog, (long long)r->frames, how, *tail ? tail : "no error output");
+                return fail(r, err);
+            }
+            /* ffmpeg runs at -loglevel error and may still exit 0 after one (a file cut
+             * short: "File ended prematurely"): frames would be missing without a word */
+            if (*tail) {
+                fl_error_set(&r->failed, FL_E_FORMAT, "%s (video): ffmpeg (%s) reported an error after frame %lld: %s",
+                             r->path, r->prog, (long long)r->frames, tail);
                 return fail(r, err);
             }
             r->ended = 1;
