@@ -23,6 +23,7 @@ void fl_arena_init(fl_arena *arena, const fl_allocator *alloc, size_t block_size
     arena->reserved_bytes = 0;
     arena->allocs = 0;
     arena->peak_bytes = 0;
+    arena->max_align = 0;
 }
 
 static size_t align_up(size_t x, size_t a) { return (x + a - 1) & ~(a - 1); }
@@ -42,6 +43,8 @@ void *fl_arena_alloc(fl_arena *arena, size_t size, size_t align)
     if (!align)
         align = FL_ALIGN;
     FL_ASSERT((align & (align - 1)) == 0 && align <= 4096);
+    if (align > arena->max_align)
+        arena->max_align = align;
     size_t before = arena->head ? arena->head->offset : 0;
     void *p = arena->head ? take(arena->head, size, align) : NULL;
     if (p) {
@@ -113,10 +116,13 @@ void fl_arena_reset(fl_arena *arena)
             keep = b;
     /* The most this iteration held at once, plus worst-case alignment padding per allocation: one
      * block that large serves the same sequence again without asking the allocator. */
-    size_t need = arena->peak_bytes + arena->allocs * FL_ALIGN;
+    size_t slack = arena->max_align > FL_ALIGN ? arena->max_align : FL_ALIGN;
+    size_t need = arena->allocs > SIZE_MAX / slack || arena->peak_bytes > SIZE_MAX - arena->allocs * slack
+                      ? 0 /* no block that size: keep the largest */
+                      : arena->peak_bytes + arena->allocs * slack;
     /* Several blocks, or fewer than the peak took (a rewind freed the rest). */
     int grow = arena->peak_bytes > 0 && (blocks > 1 || !keep || keep->size < arena->peak_bytes);
-    if (grow && (!keep || keep->size < need) && need + HDR > need) {
+    if (grow && need > 0 && (!keep || keep->size < need) && need + HDR > need) {
         fl_arena_block *one = fl_alloc_aligned(arena->alloc, need + HDR, FL_ALIGN);
         if (one) { /* else keep the largest block: smaller, but reset cannot fail */
             one->size = need;
@@ -144,6 +150,7 @@ void fl_arena_reset(fl_arena *arena)
     arena->used_bytes = 0;
     arena->allocs = 0;
     arena->peak_bytes = 0;
+    arena->max_align = 0;
 }
 
 void fl_arena_free(fl_arena *arena)
@@ -159,4 +166,5 @@ void fl_arena_free(fl_arena *arena)
     arena->reserved_bytes = 0;
     arena->allocs = 0;
     arena->peak_bytes = 0;
+    arena->max_align = 0;
 }

@@ -17,6 +17,7 @@ typedef struct fl_arena {
     size_t reserved_bytes; /* bytes held in blocks */
     size_t peak_bytes;     /* most bytes handed out at once since the last reset */
     size_t allocs;         /* allocations since the last reset */
+    size_t max_align;      /* largest alignment asked for since the last reset */
 } fl_arena;
 
 /* A position to rewind to (stack-like scratch inside one iteration). */

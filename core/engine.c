@@ -106,8 +106,9 @@ fl_status fl_engine_run(fl_scheduler *s, fl_denoiser *d, const fl_frame_sink *si
     int order_cap = 0;
     fl_tensor exact = FL_TENSOR_NULL;
     fl_engine_trace *tr = opts->trace;
-    /* The denoiser's per-call scratch, reset after every iteration: once the first
-     * iterations have sized its block, evaluation asks the allocator for nothing. */
+    /* The denoiser's per-call scratch: rewound after each window, reset after every
+     * iteration; once the first iteration has sized its one block, evaluation asks the
+     * allocator for nothing. */
     fl_arena scratch;
     fl_arena_init(&scratch, opts->scratch_alloc, 0);
     if (tr && !d->vt->eval_exact) {
@@ -146,12 +147,15 @@ fl_status fl_engine_run(fl_scheduler *s, fl_denoiser *d, const fl_frame_sink *si
             }
         for (int k = 0; k < nw; k++) {
             fl_window *win = &w[order[k]];
+            /* a window's scratch is dead once it is evaluated: the peak is one window's */
+            fl_arena_mark m = fl_arena_get_mark(&scratch);
             if ((rc = fl_denoiser_eval(d, &win->x, win->levels, win->cond, &win->out, &scratch, err)))
                 goto done;
             st.windows++;
             st.frame_evals += win->x.shape[0];
             if (tr && (rc = trace_window(d, win, &exact, tr, &scratch, err)))
                 goto done;
+            fl_arena_rewind(&scratch, m);
         }
         if (scratch.peak_bytes > st.scratch_peak_bytes)
             st.scratch_peak_bytes = scratch.peak_bytes;

@@ -299,6 +299,16 @@ int64_t fl_video_reader_frames(const fl_video_reader *r)
     return r ? r->frames : 0;
 }
 
+/* Whether ffmpeg's error output says the input ended before its data did. */
+static int cut_short(const char *log)
+{
+    static const char *const marks[] = { "ended prematurely", "partial file", "runcated", "runcating", NULL };
+    for (int k = 0; marks[k]; k++)
+        if (strstr(log, marks[k]))
+            return 1;
+    return 0;
+}
+
 int fl_video_reader_frame(fl_video_reader *r, uint8_t *rgb, fl_error *err)
 {
     if (r->failed.code)
@@ -328,9 +338,11 @@ int fl_video_reader_frame(fl_video_reader *r, uint8_t *rgb, fl_error *err)
                              r->prog, (long long)r->frames, how, *tail ? tail : "no error output");
                 return fail(r, err);
             }
-            /* ffmpeg runs at -loglevel error and may still exit 0 after one (a file cut
-             * short: "File ended prematurely"): frames would be missing without a word */
-            if (*tail) {
+            /* ffmpeg may exit 0 on a file cut short ("File ended prematurely"): frames would
+             * be missing without a word. Only such endings fail the read: other errors it
+             * logs (a stream starting mid-GOP: "non-existing PPS") cost frames at the start
+             * that were never whole, and it decodes the rest. */
+            if (cut_short(tail)) {
                 fl_error_set(&r->failed, FL_E_FORMAT, "%s (video): ffmpeg (%s) reported an error after frame %lld: %s",
                              r->path, r->prog, (long long)r->frames, tail);
                 return fail(r, err);

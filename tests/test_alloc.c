@@ -583,6 +583,30 @@ static void test_arena_reset_keeps_one_block(void **state)
     assert_null(a.head);
 }
 
+/* Large alignments count in the one block's slack: 4096-aligned requests settle too. */
+static void test_arena_reset_large_alignment(void **state)
+{
+    (void)state;
+    fl_faultalloc fa;
+    fl_faultalloc_init(&fa, NULL, -1);
+    fl_arena a;
+    fl_arena_init(&a, &fa.iface, 1024);
+    size_t settled = 0;
+    for (int iter = 0; iter < 6; iter++) {
+        size_t before = fa.total_allocs;
+        for (int i = 0; i < 20; i++)
+            assert_non_null(fl_arena_alloc(&a, 3000 + (size_t)i * 17, 4096));
+        if (iter >= 2)
+            assert_int_equal(fa.total_allocs, before); /* nothing asked after settling */
+        settled = fa.live_blocks;
+        fl_arena_reset(&a);
+    }
+    assert_int_equal(settled, 1);
+    check_arena_books(&a, &fa);
+    fl_arena_free(&a);
+    assert_int_equal(fa.live_blocks, 0);
+}
+
 static void test_arena_reuse_after_free(void **state)
 {
     (void)state;
@@ -696,6 +720,7 @@ int main(void)
         cmocka_unit_test(test_arena_mark_rewind),
         cmocka_unit_test(test_arena_rewind_to_empty),
         cmocka_unit_test(test_arena_reset_keeps_one_block),
+        cmocka_unit_test(test_arena_reset_large_alignment),
         cmocka_unit_test(test_arena_reuse_after_free),
         cmocka_unit_test(test_arena_fault_injection),
         cmocka_unit_test(test_arena_checked_success),
