@@ -301,7 +301,9 @@ int fl_cmd_run(int argc, char **argv)
     const char *die = getenv("FIFOLAB_TEST_DIE_AFTER");
     fl_run_opts o = { .checkpoint_seconds = a.checkpoint_seconds, .force = a.force, .quiet = a.quiet,
                       .git_commit = fl_cli_git_commit, .git_dirty = fl_cli_git_dirty, .stop = &stop_signal,
-                      .die_after = die ? strtoll(die, NULL, 10) : 0 };
+                      .die_after = die ? strtoll(die, NULL, 10) : 0, .nincludes = sc.nincludes,
+                      .include_paths = (const char *const *)sc.include_paths,
+                      .include_texts = (const char *const *)sc.include_texts };
     int failed = 0, done = 0, skipped = 0, interrupted = 0;
     for (int64_t i = a.index >= 0 ? a.index : rank; i < sw.count && !stop_signal;
          i += a.index >= 0 ? sw.count : size) {

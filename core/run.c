@@ -71,6 +71,13 @@ static double now_s(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* The scripts a run records: the main one, its path and what it included. */
+typedef struct sources {
+    const char *script, *script_path;
+    int nincl;
+    const char *const *incl_paths, *const *incl_texts;
+} sources;
+
 typedef struct run_ctx {
     const fl_run_opts *o;
     fl_experiment *ex; /* built by the caller of execute, which frees it */
@@ -437,8 +444,8 @@ static void video_close(run_ctx *c, int complete)
  * from `state` (NULL: from the start). */
 /* Runs (or continues) the experiment ex, built from cfg by the caller (once per command:
  * building may read a dataset or decode a source video), into dir. */
-static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, fl_experiment *ex, const char *script,
-                         const char *script_path, const char *dir, hid_t old,
+static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, fl_experiment *ex, const sources *src,
+                         const char *dir, hid_t old,
                          const fl_state *state, int64_t created, int64_t resumed,
                          fl_run_outcome *outcome, fl_error *err)
 {
@@ -508,7 +515,8 @@ static fl_status execute(const fl_run_opts *o, fl_cfg *cfg, fl_experiment *ex, c
     }
     const fl_cfg *pn = fl_cfg_lookup(cfg, "scheduler.planner.partitions");
     fl_runfile_info info = {
-        .name = c.ex->name, .run_id = id, .script = script, .script_path = script_path,
+        .name = c.ex->name, .run_id = id, .script = src->script, .script_path = src->script_path,
+        .nincludes = src->nincl, .include_paths = src->incl_paths, .include_texts = src->incl_texts,
         .resolved = resolved, .git_commit = o->git_commit, .git_dirty = o->git_dirty,
         .seed = c.ex->seed, .channels = c.ex->model->channels, .height = c.ex->model->height,
         .width = c.ex->model->width, .frames = c.ex->frames, .scheduler = s->vt->name,
@@ -640,6 +648,8 @@ typedef struct existing {
     hid_t file;
     char status[32];
     char *resolved, *script, *script_path;
+    int nincl; /* /config/includes */
+    char **incl_paths, **incl_texts;
     int64_t created, resumed;
 } existing;
 
@@ -650,8 +660,53 @@ static void existing_free(existing *e)
     free(e->resolved);
     free(e->script);
     free(e->script_path);
+    for (int i = 0; i < e->nincl; i++) {
+        free(e->incl_paths[i]);
+        free(e->incl_texts[i]);
+    }
+    free(e->incl_paths);
+    free(e->incl_texts);
+    e->nincl = 0;
+    e->incl_paths = e->incl_texts = NULL;
     e->file = -1;
     e->resolved = e->script = e->script_path = NULL;
+}
+
+/* /config/includes/<i> (text, attribute "path") of an existing run, for its resume. */
+static fl_status read_includes(hid_t config, existing *e, fl_error *err)
+{
+    if (H5Lexists(config, "includes", H5P_DEFAULT) <= 0)
+        return FL_OK;
+    hid_t ig = H5Gopen2(config, "includes", H5P_DEFAULT);
+    H5G_info_t gi;
+    if (ig < 0 || H5Gget_info(ig, &gi) < 0) {
+        if (ig >= 0)
+            H5Gclose(ig);
+        return fl_error_set(err, FL_E_FORMAT, "/config/includes: cannot read");
+    }
+    fl_status st = FL_OK;
+    int n = gi.nlinks > 4096 ? 4096 : (int)gi.nlinks;
+    e->incl_paths = calloc((size_t)n + 1, sizeof *e->incl_paths);
+    e->incl_texts = calloc((size_t)n + 1, sizeof *e->incl_texts);
+    if (!e->incl_paths || !e->incl_texts)
+        st = fl_error_set(err, FL_E_NOMEM, "/config/includes: out of memory");
+    for (int i = 0; !st && i < n; i++) {
+        char nm[24], p[PATH_MAX_LEN];
+        snprintf(nm, sizeof nm, "%d", i);
+        e->nincl = i + 1;
+        hid_t d = -1;
+        if (!(st = fl_h5_read_text(ig, nm, &e->incl_texts[i], err))) {
+            d = H5Dopen2(ig, nm, H5P_DEFAULT);
+            if (d < 0)
+                st = fl_error_set(err, FL_E_FORMAT, "/config/includes/%s: cannot open", nm);
+            else if (!(st = fl_h5_get_attr_str(d, "path", p, sizeof p, err)) && !(e->incl_paths[i] = strdup(p)))
+                st = fl_error_set(err, FL_E_NOMEM, "/config/includes: out of memory");
+        }
+        if (d >= 0)
+            H5Dclose(d);
+    }
+    H5Gclose(ig);
+    return st;
 }
 
 static fl_status existing_open(const char *path, existing *e, fl_error *err)
@@ -682,6 +737,8 @@ static fl_status existing_open(const char *path, existing *e, fl_error *err)
         if (H5Aexists(g, "script_path") > 0 && !(st = fl_h5_get_attr_str(g, "script_path", sp, sizeof sp, err)) &&
             !(e->script_path = strdup(sp)))
             st = fl_error_set(err, FL_E_NOMEM, "out of memory for the script path");
+        if (!st)
+            st = read_includes(g, e, err);
         H5Gclose(g);
     }
     fl_h5_unlock();
@@ -718,8 +775,8 @@ const char *fl_run_status(const char *dir, char **resolved)
 }
 
 /* Continues from an existing run file `e` (same configuration). */
-static fl_status continue_run(const fl_run_opts *o, fl_cfg *cfg, fl_experiment *ex, const char *script,
-                              const char *script_path, const char *dir, existing *e,
+static fl_status continue_run(const fl_run_opts *o, fl_cfg *cfg, fl_experiment *ex, const sources *src,
+                              const char *dir, existing *e,
                               fl_run_outcome *outcome, fl_error *err)
 {
     char state_path[PATH_MAX_LEN + 16];
@@ -728,7 +785,7 @@ static fl_status continue_run(const fl_run_opts *o, fl_cfg *cfg, fl_experiment *
     fl_status st;
     if (!access(state_path, F_OK) && (st = fl_state_load_file(state_path, &state, err)))
         return st;
-    st = execute(o, cfg, ex, script, script_path, dir, e->file, state, e->created, e->resumed + 1, outcome, err);
+    st = execute(o, cfg, ex, src, dir, e->file, state, e->created, e->resumed + 1, outcome, err);
     fl_state_free(state);
     return st;
 }
@@ -807,6 +864,7 @@ static fl_status run_built(const fl_run_opts *opts, fl_cfg *cfg, fl_experiment *
                            const char *script_path, const char *dir, fl_run_outcome *outcome, fl_error *err)
 {
     fl_status st;
+    sources src = { script, script_path, opts->nincludes, opts->include_paths, opts->include_texts };
     size_t n = fl_cfg_format(cfg, 0, NULL, 0);
     char *text = malloc(n + 1);
     if (!text)
@@ -843,7 +901,7 @@ static fl_status run_built(const fl_run_opts *opts, fl_cfg *cfg, fl_experiment *
                            opts->label ? " " : "", path);
                 return FL_OK;
             }
-            st = continue_run(opts, cfg, ex, script, script_path, dir, &e, outcome, err);
+            st = continue_run(opts, cfg, ex, &src, dir, &e, outcome, err);
             existing_free(&e);
             return st;
         } else {
@@ -855,7 +913,7 @@ static fl_status run_built(const fl_run_opts *opts, fl_cfg *cfg, fl_experiment *
         }
     }
     free(text);
-    return execute(opts, cfg, ex, script, script_path, dir, -1, NULL, 0, 0, outcome, err);
+    return execute(opts, cfg, ex, &src, dir, -1, NULL, 0, 0, outcome, err);
 }
 
 static fl_status resume_locked(const fl_run_opts *opts, const char *dir, fl_run_outcome *outcome,
@@ -902,7 +960,9 @@ static fl_status resume_locked(const fl_run_opts *opts, const char *dir, fl_run_
     if ((st = fl_cfg_merge_text(cfg, e.resolved, err))) {
         fl_error_prefix(err, "%s: /config/resolved", path);
     } else if (!(st = fl_experiment_build(cfg, &ex, err))) {
-        st = continue_run(opts, cfg, &ex, e.script, e.script_path, dir, &e, outcome, err);
+        sources src = { e.script, e.script_path, e.nincl, (const char *const *)e.incl_paths,
+                        (const char *const *)e.incl_texts };
+        st = continue_run(opts, cfg, &ex, &src, dir, &e, outcome, err);
         fl_experiment_free(&ex);
     }
     fl_cfg_free(cfg);

@@ -23,6 +23,10 @@ typedef struct fl_run_opts {
     /* Test hook: stop (as if by SIGKILL, nothing closed) after this many frames are
      * queued; 0: never. Set from the environment variable FIFOLAB_TEST_DIE_AFTER. */
     int64_t die_after;
+    /* The scripts the main one included (fl_script's include_paths/texts), recorded in the
+     * run file beside it; 0 and NULL: none. A resume takes them from the run file. */
+    int nincludes;
+    const char *const *include_paths, *const *include_texts;
 } fl_run_opts;
 
 typedef enum fl_run_outcome {

@@ -292,6 +292,24 @@ fl_status fl_runfile_create(fl_runfile **out, const char *path, const fl_runfile
         st = fl_h5_write_text(g, "script", in->script, err);
     if (!st && in->script_path)
         st = fl_h5_attr_str(g, "script_path", in->script_path, err);
+    if (!st && in->nincludes > 0) {
+        hid_t ig = group(g, "includes");
+        if (ig < 0)
+            st = fl_error_set(err, FL_E_IO, "/config/includes: cannot create");
+        for (int i = 0; !st && i < in->nincludes; i++) {
+            char nm[24];
+            snprintf(nm, sizeof nm, "%d", i);
+            if (!(st = fl_h5_write_text(ig, nm, in->include_texts[i], err))) {
+                hid_t d = H5Dopen2(ig, nm, H5P_DEFAULT);
+                st = d < 0 ? fl_error_set(err, FL_E_IO, "/config/includes/%s: cannot open", nm)
+                           : fl_h5_attr_str(d, "path", in->include_paths[i], err);
+                if (d >= 0)
+                    H5Dclose(d);
+            }
+        }
+        if (ig >= 0)
+            H5Gclose(ig);
+    }
     H5Gclose(g);
     if (st || (st = write_schedule(rf, in, err)))
         goto done;

@@ -23,6 +23,9 @@ typedef struct fl_runfile_info {
     const char *run_id;      /* the stable id of the resolved configuration */
     const char *script;      /* the Lua source verbatim (NULL: none, e.g. generate) */
     const char *script_path; /* NULL: none */
+    /* the scripts the main one included: /config/includes/<i>, verbatim, attribute "path" */
+    int nincludes;
+    const char *const *include_paths, *const *include_texts;
     const char *resolved;    /* the resolved configuration, as fl_cfg_format prints it */
     const char *git_commit;
     int git_dirty;

@@ -59,7 +59,7 @@ typedef struct host {
 
 /* Registry keys: addresses of the elements of one array, so they are surely distinct
  * (light userdata keys via lua_rawgetp / lua_rawsetp). */
-enum { K_EXPERIMENT_MT, K_SWEEP_MT, K_TEMPLATE, K_FL, K_CHUNKS, K_COUNT };
+enum { K_EXPERIMENT_MT, K_SWEEP_MT, K_TEMPLATE, K_FL, K_CHUNKS, K_INCLUDES, K_COUNT };
 static const char registry_keys[K_COUNT];
 #define KEY(k) ((const void *)&registry_keys[k])
 
@@ -1121,6 +1121,18 @@ static int l_include(lua_State *L)
         return raise_fmt(L, 1, FL_E_IO, "fl.include: cannot read %s: %s", shown, strerror(fe));
     size_t tl;
     const char *t = lua_tolstring(L, 8, &tl);
+    /* kept (once per file) for the run file, beside the main script */
+    lua_rawgetp(L, LUA_REGISTRYINDEX, KEY(K_INCLUDES));
+    if (lua_getfield(L, -1, shown) == LUA_TNIL) {
+        lua_Integer n = (lua_Integer)lua_rawlen(L, -2);
+        lua_pushvalue(L, 4);
+        lua_rawseti(L, -3, n + 1);
+        lua_pushvalue(L, 8);
+        lua_rawseti(L, -3, n + 2);
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -3, shown);
+    }
+    lua_pop(L, 2);
     load_chunk(L, shown, t, tl); /* 9: the chunk */
     h->stack_real[h->depth] = lua_tostring(L, 7);
     h->stack_name[h->depth] = shown;
@@ -1340,6 +1352,8 @@ static void setup(lua_State *L, host *h)
     lua_rawsetp(L, LUA_REGISTRYINDEX, KEY(K_SWEEP_MT));
     lua_newtable(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, KEY(K_CHUNKS));
+    lua_newtable(L); /* included scripts: {shown, text} at 2i-1, 2i; shown -> true */
+    lua_rawsetp(L, LUA_REGISTRYINDEX, KEY(K_INCLUDES));
 
     push_fl(L);
     lua_pushvalue(L, -1);
@@ -1363,6 +1377,35 @@ static fl_status build_copy(const fl_cfg *cfg, fl_error *e)
         fl_experiment_free(&ex);
     fl_cfg_free(copy);
     return st;
+}
+
+/* The included scripts into out (fl_script_free frees them, also after an error here). */
+static int copy_includes(lua_State *L, fl_script *out)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, KEY(K_INCLUDES));
+    int n = (int)(lua_rawlen(L, -1) / 2);
+    if (n) {
+        out->include_paths = calloc((size_t)n, sizeof *out->include_paths);
+        out->include_texts = calloc((size_t)n, sizeof *out->include_texts);
+        if (!out->include_paths || !out->include_texts)
+            return raise_fmt(L, 0, FL_E_NOMEM, "included scripts: out of memory");
+        for (int i = 0; i < n; i++) {
+            out->nincludes = i + 1;
+            for (int k = 0; k < 2; k++) {
+                size_t len;
+                lua_rawgeti(L, -1, 2 * i + 1 + k);
+                const char *v = lua_tolstring(L, -1, &len);
+                char *c = malloc(len + 1);
+                if (!c)
+                    return raise_fmt(L, 0, FL_E_NOMEM, "included scripts: out of memory");
+                memcpy(c, v, len + 1);
+                (k ? out->include_texts : out->include_paths)[i] = c;
+                lua_pop(L, 1);
+            }
+        }
+    }
+    lua_pop(L, 1);
+    return 0;
 }
 
 /* The protected main: sandbox, run, convert. Argument: the host. */
@@ -1405,7 +1448,7 @@ static int host_main(lua_State *L)
         st = build_copy(h->out->base, &e);
     if (st)
         return raise_fmt(L, 0, st, "%s: %s", h->name, e.msg);
-    return 0;
+    return copy_includes(L, h->out);
 }
 
 /* Whether a Lua error message already starts with a position ("file:12: ..."). */
@@ -1586,6 +1629,12 @@ void fl_script_free(fl_script *s)
         return;
     free(s->path);
     free(s->source);
+    for (int i = 0; i < s->nincludes; i++) {
+        free(s->include_paths[i]);
+        free(s->include_texts[i]);
+    }
+    free(s->include_paths);
+    free(s->include_texts);
     fl_cfg_free(s->base);
     for (int i = 0; i < s->naxes; i++) {
         for (int k = 0; k < s->axes[i].nkeys; k++)

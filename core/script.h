@@ -35,6 +35,10 @@ typedef struct fl_sweep_axis {
 typedef struct fl_script {
     char *path;   /* as given to fl_script_load */
     char *source; /* the main script's text, verbatim */
+    /* the scripts it included (fl.include), each once, in the order first included:
+     * paths as shown in messages (relative to the main script's directory), texts verbatim */
+    int nincludes;
+    char **include_paths, **include_texts;
     int is_sweep;
     /* The experiment's configuration (root table: name, seed, frames, model, noise, sampler,
      * scheduler, metrics, ...), unresolved: exactly what the script gave, as module tables

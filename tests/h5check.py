@@ -5,6 +5,8 @@
   h5check.py attr RUN.h5 NAME      print a root attribute
   h5check.py same A.h5 B.h5        exit 0 when both hold bit-identical frames and conditions
   h5check.py script RUN.h5 FILE    exit 0 when /config/script equals FILE's text
+  h5check.py include RUN.h5 I FILE exit 0 when /config/includes/I equals FILE's text and its
+                                   path attribute ends with FILE's name
   h5check.py grows RUN.h5 SECONDS  read the file while it is written (SWMR) and print the
                                    distinct frame counts seen; exit 0 when it grew while read
   h5check.py layout RUN.h5         exit 0 when the documented groups and datasets are there
@@ -47,6 +49,15 @@ def main(argv):
             s = s.decode() if isinstance(s, bytes) else s
         with open(argv[3]) as g:
             return 0 if s == g.read() else 1
+    elif cmd == "include":
+        with open_run(path) as f:
+            d = f["config/includes/" + argv[3]]
+            s = d[()]
+            s = s.decode() if isinstance(s, bytes) else s
+            p = d.attrs["path"]
+            p = p.decode() if isinstance(p, bytes) else p
+        with open(argv[4]) as g:
+            return 0 if s == g.read() and p.endswith(argv[4]) else 1
     elif cmd == "grows":
         deadline = time.time() + float(argv[3])
         seen = []

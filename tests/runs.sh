@@ -180,6 +180,12 @@ check index 0 "$bin" run sweep.lua --out one -q --index 3
 check index-range 2 "$bin" run sweep.lua --out one -q --index 8
 check sweep 0 "$bin" run sweep.lua --out sw -q
 [ "$(find sw -name run.h5 | wc -l)" -eq 8 ] && ok || bad "sweep: not 8 runs"
+# the included script is recorded beside the main one, verbatim, and kept by a resume
+one=$(find sw -name run.h5 | head -n 1)
+$h5 include "$one" 0 small.lua && ok || bad "sweep: /config/includes/0 is not small.lua verbatim"
+rm -rf inc && FIFOLAB_TEST_DIE_AFTER=5 "$bin" run sweep.lua --out inc -q --index 0 --checkpoint-seconds 0 >/dev/null 2>&1
+check include-resume 0 "$bin" resume "$(dirname "$(find inc -name run.h5 | head -n 1)")" -q
+$h5 include "$(find inc -name run.h5 | head -n 1)" 0 small.lua && ok || bad "resume: /config/includes/0 lost"
 check sweep-skip 0 "$bin" run sweep.lua --out sw; contains sweep-skips "0 run, 8 skipped"
 check summarize 0 "$bin" summarize sw
 contains summarize-key "scheduler.planner.partitions"; contains summarize-oracle "oracle"; contains summarize-pm "±"

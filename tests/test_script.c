@@ -546,6 +546,17 @@ static void test_include(void **state)
     assert_string_equal(fl_cfg_str_value(fl_cfg_lookup(s.base, "scheduler.planner.module")),
                         "partition");
     assert_string_equal(fl_cfg_str_value(fl_cfg_get(s.base, "name")), "q");
+    /* each included script once, in the order first included, verbatim (for the run file) */
+    static const char *const order[] = { "inc/base.lua", "inc/lib/helpers.lua", "inc/lib/more/deep.lua",
+                                         "inc/lib/more/leaf.lua" };
+    assert_int_equal(s.nincludes, 4);
+    for (int i = 0; i < 4; i++) {
+        size_t pl = strlen(s.include_paths[i]), ol = strlen(order[i]);
+        if (pl < ol || strcmp(s.include_paths[i] + pl - ol, order[i]))
+            fail_msg("include %d is %s, expected .../%s", i, s.include_paths[i], order[i]);
+    }
+    assert_string_equal(s.include_texts[0], QUICK);
+    assert_string_equal(s.include_texts[2], "return fl.include 'leaf.lua'\n");
     fl_script_free(&s);
     /* fl_script_load_text resolves includes from the directory it is given */
     fl_error e;
@@ -556,6 +567,7 @@ static void test_include(void **state)
                      FL_OK);
     assert_string_equal(s.path, "text.lua");
     assert_string_equal(s.source, "return fl.include 'base.lua'");
+    assert_int_equal(s.nincludes, 1);
     fl_script_free(&s);
 }
 
