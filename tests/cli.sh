@@ -59,6 +59,19 @@ printf '#!/bin/sh\necho "apt-get must not run"; exit 1\n' >"$stub/apt-get"
 chmod +x "$stub/dpkg-query" "$stub/apt-get"
 check setup-held 0 env PATH="$stub:$PATH" sh "$(dirname "$0")/../scripts/setup.sh"
 contains setup-held-present "all dependencies present"
+# Not root and a package missing: nothing installed, exit 1, and the command to run is printed
+# (with sudo, and without it as root). `id -u` is stubbed to a user's uid.
+printf '#!/bin/sh
+case "$*" in *libcmocka-dev*) exit 1 ;; *) printf "install ok installed" ;; esac
+' >"$stub/dpkg-query"
+printf '#!/bin/sh
+echo 1000
+' >"$stub/id"
+chmod +x "$stub/dpkg-query" "$stub/id"
+check setup-not-root 1 env PATH="$stub:$PATH" sh "$(dirname "$0")/../scripts/setup.sh"
+contains setup-not-root-missing "missing Debian packages: libcmocka-dev"
+contains setup-not-root-sudo "sudo apt-get update && sudo apt-get install -y --no-install-recommends libcmocka-dev"
+contains setup-not-root-as-root "as root: apt-get update && apt-get install -y --no-install-recommends libcmocka-dev"
 rm -rf "$stub"
 # generate: resolved config, key errors named, a small run writes its files, deterministic.
 check gen-help 0 "$bin" generate --help;  contains gen-help-out "frames.f32"
