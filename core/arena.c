@@ -2,6 +2,7 @@
 #include "arena.h"
 
 #include <stdint.h>
+#include <string.h>
 
 struct fl_arena_block {
     fl_arena_block *next;
@@ -72,6 +73,17 @@ void *fl_arena_alloc(fl_arena *arena, size_t size, size_t align)
     arena->allocs++;
     if (arena->used_bytes > arena->peak_bytes)
         arena->peak_bytes = arena->used_bytes;
+    return p;
+}
+
+void *fl_arena_array(fl_arena *arena, size_t count, size_t size, int zero)
+{
+    size_t bytes;
+    if (fl_mul_overflows(count, size, &bytes))
+        return NULL;
+    void *p = fl_arena_alloc(arena, bytes, FL_ALIGN);
+    if (p && zero)
+        memset(p, 0, bytes);
     return p;
 }
 

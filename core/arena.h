@@ -35,6 +35,10 @@ void fl_arena_init(fl_arena *arena, const fl_allocator *alloc, size_t block_size
  * block_size get a block of their own. */
 void *fl_arena_alloc(fl_arena *arena, size_t size, size_t align);
 
+/* count elements of `size` bytes, FL_ALIGN-aligned, zeroed when `zero` is set; NULL when
+ * count * size overflows or the allocator fails. For a denoiser's per-call arrays. */
+void *fl_arena_array(fl_arena *arena, size_t count, size_t size, int zero);
+
 /* As fl_arena_alloc but reports failure as FL_E_NOMEM in err naming `what`. */
 fl_status fl_arena_alloc_checked(fl_arena *arena, size_t size, size_t align, void **out,
                                  const char *what, fl_error *err);

@@ -323,19 +323,6 @@ typedef struct scratch {
     uint8_t *cand;              /* [N] */
 } scratch;
 
-/* count elements of size bytes from the arena, zeroed when asked; NULL on overflow or
- * when the arena's allocator fails. */
-static void *take(fl_arena *a, size_t count, size_t size, int zero)
-{
-    size_t bytes;
-    if (fl_mul_overflows(count ? count : 1, size, &bytes))
-        return NULL;
-    void *p = fl_arena_alloc(a, bytes, 0);
-    if (p && zero)
-        memset(p, 0, bytes);
-    return p;
-}
-
 /* Logits from the dot products (s->dots), the frame norms and the penalties (s->pen, +inf:
  * excluded), into s->logit [nw, N]. In terms of the centred frames c' = c - mu,
  *   y_l . c - (a/2) |c|^2 = (y_l - a mu) . c' - (a/2) |c'|^2 + (terms equal for every clip),
@@ -446,15 +433,15 @@ static fl_status run(empirical *e, const fl_tensor *x, const fl_level *levels, c
             var[j] = EMP_VMIN;
     }
     scratch s = { 0 };
-    s.yc = take(arena, (size_t)n * D, sizeof *s.yc, 0);
-    s.P = take(arena, (size_t)T * n, sizeof *s.P, 0);
-    s.logit = take(arena, (size_t)nw * N, sizeof *s.logit, 0);
-    s.pen = take(arena, (size_t)N, sizeof *s.pen, 1);
-    s.dots = take(arena, (size_t)N * n, sizeof *s.dots, 0);
-    s.cand = take(arena, (size_t)N, 1, 0);
+    s.yc = fl_arena_array(arena, (size_t)n * D, sizeof *s.yc, 0);
+    s.P = fl_arena_array(arena, (size_t)T * n, sizeof *s.P, 0);
+    s.logit = fl_arena_array(arena, (size_t)nw * N, sizeof *s.logit, 0);
+    s.pen = fl_arena_array(arena, (size_t)N, sizeof *s.pen, 1);
+    s.dots = fl_arena_array(arena, (size_t)N * n, sizeof *s.dots, 0);
+    s.cand = fl_arena_array(arena, (size_t)N, 1, 0);
     if (out) {
-        s.Wt = take(arena, (size_t)T * n, sizeof *s.Wt, 1);
-        s.x0 = take(arena, (size_t)n * D, sizeof *s.x0, 1);
+        s.Wt = fl_arena_array(arena, (size_t)T * n, sizeof *s.Wt, 1);
+        s.x0 = fl_arena_array(arena, (size_t)n * D, sizeof *s.x0, 1);
     }
     if (!s.yc || !s.P || !s.logit || !s.pen || !s.dots || !s.cand || (out && (!s.Wt || !s.x0)))
         return fl_error_set(err, FL_E_NOMEM, "empirical: out of memory for a window of %d frames", n);

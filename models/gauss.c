@@ -80,15 +80,6 @@ static void *xalloc(size_t count, size_t size)
 
 static void xfree(void *p, size_t count, size_t size) { fl_free(NULL, p, (count ? count : 1) * size); }
 
-/* count elements of size bytes of per-call scratch from the caller's arena (uninitialised). */
-static void *take(fl_arena *a, size_t count, size_t size)
-{
-    size_t bytes;
-    if (fl_mul_overflows(count ? count : 1, size, &bytes))
-        return NULL;
-    return fl_arena_alloc(a, bytes, FL_ALIGN);
-}
-
 static double theta_of(const gauss *g, int ky_index, int kx_index)
 {
     /* Phase in cycles first, reduced to [-1/2, 1/2], so large drifts keep full precision. */
@@ -502,10 +493,10 @@ static fl_status gauss_run(gauss *g, const fl_tensor *x, const fl_level *levels,
     size_t nimg = (size_t)n * (size_t)C;
     size_t rcount = nimg * (size_t)g->rstride, ccount = nimg * (size_t)g->cstride * 2;
     size_t gcount = (size_t)g->ngroups * (size_t)n * (size_t)n, wcount = 3 * (size_t)n * n + 6 * (size_t)n;
-    double *rbuf = take(scratch, rcount, sizeof(double));
-    double *cbuf = take(scratch, ccount, sizeof(double));
-    double *gm = take(scratch, gcount, sizeof(double));
-    double *work = take(scratch, wcount, sizeof(double));
+    double *rbuf = fl_arena_array(scratch, rcount, sizeof(double), 0);
+    double *cbuf = fl_arena_array(scratch, ccount, sizeof(double), 0);
+    double *gm = fl_arena_array(scratch, gcount, sizeof(double), 0);
+    double *work = fl_arena_array(scratch, wcount, sizeof(double), 0);
     if (!rbuf || !cbuf || !gm || !work)
         return fl_error_set(err, FL_E_NOMEM, "gauss: out of memory for a window of %d frames", n);
     fl_status st = FL_OK;

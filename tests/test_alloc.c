@@ -607,6 +607,25 @@ static void test_arena_reset_large_alignment(void **state)
     assert_int_equal(fa.live_blocks, 0);
 }
 
+/* Arrays from the arena: aligned, zeroed on request, NULL when count * size overflows. */
+static void test_arena_array(void **state)
+{
+    (void)state;
+    fl_arena a;
+    fl_arena_init(&a, NULL, 256);
+    unsigned char *dirty = fl_arena_array(&a, 100, 1, 0);
+    assert_non_null(dirty);
+    memset(dirty, 0xAB, 100);
+    fl_arena_reset(&a); /* the next array reuses the dirty bytes */
+    double *z = fl_arena_array(&a, 12, sizeof(double), 1);
+    assert_non_null(z);
+    assert_int_equal((uintptr_t)z % FL_ALIGN, 0);
+    for (int i = 0; i < 12; i++)
+        assert_true(z[i] == 0.0);
+    assert_null(fl_arena_array(&a, SIZE_MAX / 2, 4, 0));
+    fl_arena_free(&a);
+}
+
 static void test_arena_reuse_after_free(void **state)
 {
     (void)state;
@@ -721,6 +740,7 @@ int main(void)
         cmocka_unit_test(test_arena_rewind_to_empty),
         cmocka_unit_test(test_arena_reset_keeps_one_block),
         cmocka_unit_test(test_arena_reset_large_alignment),
+        cmocka_unit_test(test_arena_array),
         cmocka_unit_test(test_arena_reuse_after_free),
         cmocka_unit_test(test_arena_fault_injection),
         cmocka_unit_test(test_arena_checked_success),

@@ -120,13 +120,6 @@ static struct {
     /* Test hook: *interrupt = SIGINT at allocation interrupt_at (a run's opts->stop). */
     volatile sig_atomic_t *interrupt;
     long interrupt_at;
-    /* Call sites (return addresses) whose allocations are never failed: the error paths
-     * of known crashes, until they are fixed; and the sites of the first allocations of
-     * the armed operation (to find those). */
-    void *skip[16];
-    int nskip;
-    long skipped;
-    void *first[16];
 } H = { .mu = PTHREAD_MUTEX_INITIALIZER, .fail_at = -1 };
 
 static unsigned bucket_of(const void *p)
@@ -211,8 +204,8 @@ __attribute__((noinline)) static uint32_t stack_hash(void)
     return h;
 }
 
-/* Is this allocation, made at return address ra, to fail? Counts it when armed. */
-__attribute__((noinline)) static int should_fail(void *ra)
+/* Is this allocation to fail? Counts it when armed. */
+__attribute__((noinline)) static int should_fail(void)
 {
     if (!H.armed)
         return 0;
@@ -233,14 +226,7 @@ __attribute__((noinline)) static int should_fail(void *ra)
     }
     if (H.interrupt && i == H.interrupt_at)
         *H.interrupt = SIGINT;
-    if (i < 16)
-        H.first[i] = ra;
     int fail = H.fail_at >= 0 && (H.oneshot ? i == H.fail_at : i >= H.fail_at);
-    for (int k = 0; fail && k < H.nskip; k++)
-        if (H.skip[k] == ra) {
-            fail = 0;
-            H.skipped++;
-        }
     if (fail && H.failed++ == 0 && H.record)
         H.fail_nbt = backtrace(H.fail_bt, BT_MAX);
     pthread_mutex_unlock(&H.mu);
@@ -249,9 +235,9 @@ __attribute__((noinline)) static int should_fail(void *ra)
     return fail;
 }
 
-static void *tracked_malloc(size_t n, void *ra)
+static void *tracked_malloc(size_t n)
 {
-    if (should_fail(ra))
+    if (should_fail())
         return NULL;
     void *p = __real_malloc(n);
     track(p, n);
@@ -260,12 +246,12 @@ static void *tracked_malloc(size_t n, void *ra)
 
 void *__wrap_malloc(size_t n)
 {
-    return tracked_malloc(n, __builtin_return_address(0));
+    return tracked_malloc(n);
 }
 
 void *__wrap_calloc(size_t count, size_t size)
 {
-    if (should_fail(__builtin_return_address(0)))
+    if (should_fail())
         return NULL;
     void *p = __real_calloc(count, size);
     track(p, count * size);
@@ -274,7 +260,7 @@ void *__wrap_calloc(size_t count, size_t size)
 
 void *__wrap_aligned_alloc(size_t align, size_t n)
 {
-    if (should_fail(__builtin_return_address(0)))
+    if (should_fail())
         return NULL;
     void *p = __real_aligned_alloc(align, n);
     track(p, n);
@@ -283,7 +269,7 @@ void *__wrap_aligned_alloc(size_t align, size_t n)
 
 int __wrap_posix_memalign(void **out, size_t align, size_t n)
 {
-    if (should_fail(__builtin_return_address(0)))
+    if (should_fail())
         return ENOMEM;
     int r = __real_posix_memalign(out, align, n);
     if (!r)
@@ -297,7 +283,7 @@ void *__wrap_realloc(void *p, size_t n)
         untrack(p);
         return __real_realloc(p, n);
     }
-    if (should_fail(__builtin_return_address(0)))
+    if (should_fail())
         return NULL; /* p stays valid and owned */
     int had = untrack(p);
     void *q = __real_realloc(p, n);
@@ -314,9 +300,9 @@ void __wrap_free(void *p)
     __real_free(p);
 }
 
-static char *copy_string(const char *s, size_t n, void *ra)
+static char *copy_string(const char *s, size_t n)
 {
-    char *p = tracked_malloc(n + 1, ra);
+    char *p = tracked_malloc(n + 1);
     if (p) {
         memcpy(p, s, n);
         p[n] = 0;
@@ -326,12 +312,12 @@ static char *copy_string(const char *s, size_t n, void *ra)
 
 char *__wrap_strdup(const char *s)
 {
-    return copy_string(s, strlen(s), __builtin_return_address(0));
+    return copy_string(s, strlen(s));
 }
 
 char *__wrap_strndup(const char *s, size_t max)
 {
-    return copy_string(s, strnlen(s, max), __builtin_return_address(0));
+    return copy_string(s, strnlen(s, max));
 }
 
 /* realpath(path, NULL) mallocs inside libc: resolve into our buffer, then copy through
@@ -343,7 +329,7 @@ char *__wrap_realpath(const char *path, char *resolved)
     char buf[PATH_MAX];
     if (!__real_realpath(path, buf))
         return NULL;
-    return copy_string(buf, strlen(buf), __builtin_return_address(0));
+    return copy_string(buf, strlen(buf));
 }
 
 /* ---- one attempt -------------------------------------------------------------------------- */
@@ -358,7 +344,6 @@ static void arm(long fail_at, int oneshot, int record, int want_sites)
     H.failed = 0;
     H.fail_nbt = 0;
     H.nsites = 0;
-    H.skipped = 0;
     H.armed = 1;
 }
 
@@ -471,7 +456,7 @@ typedef struct oom_report {
     long sites;         /* distinct 8-frame stacks among them */
     long attempts;      /* indices faulted */
     long stride;
-    long leaks, bad_status, other_leaks, survived, known, skipped;
+    long leaks, bad_status, other_leaks, survived, known;
     long first_leak, first_bad;
     double seconds;
 } oom_report;
@@ -479,7 +464,7 @@ typedef struct oom_report {
 typedef struct attempt {
     fl_status st;
     fl_error err;
-    long failed, next, skipped;
+    long failed, next;
     long dlive, dh5, dfd;
 } attempt;
 
@@ -498,7 +483,6 @@ static void attempt_run(const oom_case *c, long n, int oneshot, int record, atte
     a->st = c->op(&a->err);
     a->failed = H.failed;
     a->next = H.next;
-    a->skipped = H.skipped;
     disarm();
     a->dlive = H.live - live;
     a->dh5 = h5_ids() - h5;
@@ -591,7 +575,6 @@ static void oom_check(const oom_case *c, int oneshot, long budget, oom_report *r
             continue;
         attempt_run(c, n, oneshot, 0, &a);
         r->attempts++;
-        r->skipped += a.skipped > 0;
         int leak = a.dlive != 0, other = a.dh5 != 0 || a.dfd != 0;
         int bad = a.failed ? a.st != FL_OK && a.st != FL_E_NOMEM && !mentions_memory(a.err.msg)
                            : a.st != FL_OK;
@@ -647,10 +630,9 @@ static void oom_check(const oom_case *c, int oneshot, long budget, oom_report *r
     __real_free(used);
     r->seconds = now_s() - t0;
     fprintf(stderr, "oom: %-22s %s: %5ld allocations, %4ld stacks, %4ld faulted (stride %ld), "
-                    "%ld survived, %ld known%s, %.1f s\n",
+                    "%ld survived, %ld known, %.1f s\n",
             c->name, oneshot ? "one-shot" : "sticky  ", r->allocations, r->sites, r->attempts,
-            r->stride, r->survived, r->known, r->skipped ? " (known crash sites skipped)" : "",
-            r->seconds);
+            r->stride, r->survived, r->known, r->seconds);
 }
 
 static void oom_expect_clean(const oom_case *c, int oneshot, long budget)

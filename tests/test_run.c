@@ -8,6 +8,7 @@
  * configuration is refused naming the directory unless force; a second process on a run
  * directory is refused (flock); errors name the path; online video is whole after a resume.
  * Everything lives under one mkdtemp directory, removed at the end. */
+#define _XOPEN_SOURCE 700 /* nftw (tests/tmpdir.h) */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -37,6 +38,7 @@
 #include "data/colour.h"
 #include "data/ffmpeg.h"
 #include "data/video_read.h"
+#include "tests/tmpdir.h"
 
 static char tmp[256];
 
@@ -442,9 +444,7 @@ static int teardown(void **state)
 {
     (void)state;
     exp_free(&base);
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
-    return system(cmd) == 0 ? 0 : -1;
+    return fl_test_rm_tree(tmp);
 }
 
 /* ---- tests -------------------------------------------------------------------------------- */
@@ -1018,13 +1018,32 @@ static void test_errors_name_paths(void **state)
 
 /* Waits (at most 30 s) until no process has `what` in its command line: the ffmpeg a
  * killed run leaves behind, which goes on to finish its file. */
-static void wait_for_orphans(const char *what)
+/* The killed run's temporary MP4 in dir (video.mp4.tmp.PID) into out; 0 when none. */
+static int killed_video(const char *dir, char *out, size_t cap)
 {
-    for (int tries = 0; tries < 3000; tries++) {
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    struct dirent *de;
+    int found = 0;
+    while (!found && (de = readdir(d)))
+        if (!strncmp(de->d_name, "video.mp4.tmp.", 14)) {
+            snprintf(out, cap, "%s/%s", dir, de->d_name);
+            found = 1;
+        }
+    closedir(d);
+    return found;
+}
+
+/* No process has `what` in its command line within 5 s (a killed process's children are
+ * signalled at once; the wait covers their exit). */
+static void assert_no_process_with(const char *what)
+{
+    for (int tries = 0; tries < 500; tries++) {
         int found = 0;
         DIR *pd = opendir("/proc");
         if (!pd)
-            return; /* no /proc: nothing to wait with */
+            return; /* no /proc: nothing to look at */
         struct dirent *de;
         while ((de = readdir(pd)) && !found) {
             if (de->d_name[0] < '0' || de->d_name[0] > '9')
@@ -1048,7 +1067,7 @@ static void wait_for_orphans(const char *what)
         struct timespec ms = { 0, 10 * 1000 * 1000 };
         nanosleep(&ms, NULL);
     }
-    fail_msg("a process writing %s is still running after 30 s", what);
+    fail_msg("a process with %s in its command line outlived its killed run", what);
 }
 
 /* Online video: an MP4 of every frame and PNG frames equal to the run's frames through the
@@ -1089,6 +1108,21 @@ static void test_video(void **state)
             assert_int_equal(waitpid(pid, &ws, 0), pid);
             assert_true(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGKILL);
             assert_false(exists(name, "video.mp4"));
+            /* its ffmpeg died with it (PR_SET_PDEATHSIG): its temporary MP4 is absent or
+             * unfinished (no index at the end: unreadable); an ffmpeg left alive completes
+             * it, writing in the directory the resume writes */
+            char rundir[600], left[900];
+            assert_no_process_with(path_of(rundir, sizeof rundir, name, "video.mp4.tmp"));
+            if (killed_video(path_of(rundir, sizeof rundir, name, NULL), left, sizeof left)) {
+                fl_video_reader *kr = NULL;
+                int got = fl_video_reader_open(left, 0, 0, NULL, &kr, &err) ? -1 : 0;
+                uint8_t one[2 * SZ * 2 * SZ * 3];
+                while (!got && (got = fl_video_reader_frame(kr, one, &err)) == 1)
+                    got = 0;
+                fl_video_reader_close(kr);
+                if (got >= 0)
+                    fail_msg("%s: the killed run's ffmpeg finished its video", left);
+            } /* else it died before it made the file */
             /* Resumed at once, while the killed run's ffmpeg (its own process group) may
              * still be finishing its temporary video: each process writes its own
              * video.mp4.tmp.PID and the resume unlinks the stale one, so the two never share
@@ -1142,8 +1176,6 @@ static void test_video(void **state)
         fl_runfile_close_read(f);
         char why[600];
         assert_false(runs_differ(ref, name, "frames/latent", why, sizeof why));
-        if (killed) /* the killed run's ffmpeg, writing its unlinked file: let it end */
-            wait_for_orphans("video.mp4.tmp");
     }
     exp_free(&vid);
 }

@@ -6,6 +6,7 @@
  * arguments passed, the end of the stream, output cut short, ffmpeg failing after some
  * frames, frames changing size, malformed output, max_frames and an early close. Tests that
  * need the real ffmpeg are skipped without it. */
+#define _XOPEN_SOURCE 700 /* nftw (tests/tmpdir.h) */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -26,6 +27,7 @@
 #include "data/ffmpeg.h"
 #include "data/video.h"
 #include "data/video_read.h"
+#include "tests/tmpdir.h"
 
 static char dir[256];
 static char ffmpeg[FL_FFMPEG_PATH_MAX]; /* the real one; "" when absent */
@@ -182,9 +184,7 @@ static int teardown(void **state)
 {
     (void)state;
     unsetenv("FIFOLAB_FFMPEG");
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return fl_test_rm_tree(dir);
 }
 
 /* Reads every frame of `path` at h x w (0 x 0: own size) and checks it against the
